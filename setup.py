@@ -1,0 +1,150 @@
+"""Build fastoptim's compiled kernels.
+
+Metadata lives in pyproject.toml; this file only describes the extension module and its
+flags, which depend on the compiler found at build time:
+
+* ``-O3 -fno-math-errno -ffp-contract=off`` (GCC/Clang): -O3 vectorises the loops,
+  -fno-math-errno lets ``sqrt`` vectorise without changing any result, and
+  -ffp-contract=off forbids fused multiply-adds, which would round differently from the
+  NumPy reference. ``-ffast-math`` is never used: it changes results.
+* OpenMP (``-fopenmp``, or ``/openmp`` with MSVC) when a tiny probe program compiles, links
+  and runs with it; otherwise a serial build, announced loudly here and reported at run
+  time by ``fastoptim.get_config()``.
+* ``FASTOPTIM_NATIVE=1`` adds ``-march=native`` for a local build tuned to this CPU. Never
+  set it when building a wheel for other machines.
+* ``FASTOPTIM_DISABLE_OPENMP=1`` forces the serial build (to test the fallback).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_PROBE = textwrap.dedent(
+    """\
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d\\n", n);
+        return n > 0 ? 0 : 1;
+    }
+    """
+)
+
+
+def _warn(message):
+    bar = "*" * 78
+    sys.stderr.write(f"\n{bar}\n{message}\n{bar}\n\n")
+
+
+def _openmp_flags(compiler_type):
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs libomp (e.g. Homebrew) and the preprocessor form.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _probe_openmp(compiler, compile_flags, link_flags):
+    """Compile, link and run a tiny OpenMP program with the build's own compiler."""
+    tmp = tempfile.mkdtemp(prefix="fastoptim-omp-")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("probe.c", "w") as f:
+            f.write(OPENMP_PROBE)
+        objects = compiler.compile(["probe.c"], extra_postargs=compile_flags)
+        exe = "probe" + (compiler.exe_extension or "")
+        compiler.link_executable(objects, "probe", extra_postargs=link_flags)
+        out = subprocess.run(
+            [os.path.join(tmp, exe)], capture_output=True, text=True, timeout=60
+        )
+        return out.returncode == 0 and int(out.stdout.strip() or 0) >= 1
+    except Exception as exc:  # any compiler or runtime failure means "no OpenMP"
+        sys.stderr.write(f"fastoptim: OpenMP probe failed: {exc}\n")
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compiler_name(compiler):
+    if compiler.compiler_type == "msvc":
+        return "msvc"
+    try:
+        return os.path.basename(compiler.compiler_so[0]).replace('"', "")
+    except Exception:
+        return compiler.compiler_type
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        if ctype == "msvc":
+            compile_args = ["/O2", "/fp:precise"]
+        else:
+            compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+        link_args = []
+        if os.environ.get("FASTOPTIM_NATIVE") == "1" and ctype != "msvc":
+            compile_args.append("-march=native")
+
+        omp_compile, omp_link = _openmp_flags(ctype)
+        if os.environ.get("FASTOPTIM_DISABLE_OPENMP") == "1":
+            have_openmp = False
+            _warn("fastoptim: FASTOPTIM_DISABLE_OPENMP=1, building WITHOUT OpenMP (serial).")
+        else:
+            have_openmp = _probe_openmp(self.compiler, omp_compile, omp_link)
+            if not have_openmp:
+                _warn(
+                    "fastoptim: the compiler cannot build and run an OpenMP program.\n"
+                    "Building the kernels SERIALLY: every update runs on one core.\n"
+                    "Install an OpenMP runtime (libgomp / libomp) and rebuild to use all cores."
+                )
+        if have_openmp:
+            compile_args += omp_compile
+            link_args += omp_link
+
+        flags = " ".join(compile_args)
+        for ext in self.extensions:
+            ext.extra_compile_args = list(compile_args)
+            ext.extra_link_args = list(link_args)
+            ext.define_macros = list(ext.define_macros or []) + [
+                ("FASTOPTIM_BUILD_FLAGS", '"' + flags.replace('"', "") + '"'),
+                ("FASTOPTIM_COMPILER", '"' + _compiler_name(self.compiler) + '"'),
+            ]
+        super().build_extensions()
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    ext = Extension("fastoptim._kernels", ["kernels/_kernels.pyx"])
+    return cythonize(
+        [ext],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "initializedcheck": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+    )
+
+
+if __name__ == "__main__":
+    # Keep a stale -march=native or similar from leaking in through CFLAGS of the
+    # interpreter's own build: only our flags decide value-changing behaviour.
+    if "-ffast-math" in (sysconfig.get_config_var("CFLAGS") or ""):
+        _warn("fastoptim: the interpreter's CFLAGS contain -ffast-math; results may differ.")
+    setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

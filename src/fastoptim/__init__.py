@@ -1,0 +1,50 @@
+"""fastoptim: fused, OpenMP-parallel optimizer steps for NumPy arrays.
+
+>>> import numpy as np, fastoptim as fo
+>>> params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
+>>> grads = {"W": np.full((2, 3), 0.5), "b": np.ones(3)}
+>>> opt = fo.SGD(lr=0.1)
+>>> opt.update(params, grads)      # in place, one fused pass per array
+>>> params["W"][0, 0], params["b"][0]
+(np.float64(0.95), np.float64(-0.1))
+
+Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
+pure-NumPy specification the kernels are bit-identical to).
+"""
+
+from . import _kernels, functional, reference
+from ._version import __version__
+from .optimizers import (SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov,
+                         Optimizer, RMSprop)
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
+           "AdamW", "Optimizer", "functional", "reference", "get_config", "show_config",
+           "__version__"]
+
+
+def get_config():
+    """Build and thread facts as a dict.
+
+    Keys: ``version``; ``openmp`` (compiled with OpenMP); ``threads`` (what an update
+    with ``num_threads=None`` uses now: OpenMP's current maximum, which honours
+    ``OMP_NUM_THREADS`` and threadpoolctl; 1 without OpenMP); ``parallel_thresholds``
+    (element counts below which an array is updated on one thread); ``compiler`` and
+    ``flags`` (the build).
+    """
+    info = _kernels.build_info()
+    return {
+        "version": __version__,
+        "openmp": _kernels.openmp_enabled(),
+        "threads": _kernels.max_threads(),
+        "parallel_thresholds": _kernels.get_parallel_thresholds(),
+        "compiler": info["compiler"],
+        "flags": info["flags"],
+    }
+
+
+def show_config():
+    """Print :func:`get_config` in a readable form."""
+    cfg = get_config()
+    width = max(map(len, cfg))
+    for key, value in cfg.items():
+        print(f"{key:<{width}} : {value}")

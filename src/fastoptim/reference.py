@@ -1,0 +1,132 @@
+"""The pure-NumPy reference: the executable form of SPEC.md.
+
+One function per rule, with the same name, signature and order of operations as the
+compiled kernel in ``fastoptim._kernels``, so that both give bit-identical results for
+float32 and float64. Each function updates ``param`` and its state buffers in place and
+never writes to ``grad``.
+
+Conventions shared with the kernels:
+
+* Every scalar is a Python float computed once in float64 by the caller
+  (``fastoptim.functional``), then converted to the array's dtype here with
+  ``dtype.type(x)`` -- exactly the C conversion the kernel makes -- so float32 arrays are
+  updated in float32 arithmetic throughout, never promoted to float64.
+* Coupled weight decay ``g + weight_decay*p`` is applied only when the converted
+  ``weight_decay`` is non-zero, as in torch.optim.
+* ``num_threads`` is accepted for the shared signature and ignored.
+
+Arrays may have any shape here (the kernels take flat views of the same memory); every
+array of one call must have the same shape and dtype.
+"""
+
+import numpy as np
+
+__all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+
+
+def _scalars(param, *values):
+    t = param.dtype.type
+    return [t(v) for v in values]
+
+
+def _decayed(grad, param, wd):
+    """Coupled L2 decay, g + wd*p, in a temporary (the caller's grad is never written)."""
+    if wd != 0:
+        return grad + wd * param
+    return grad
+
+
+def sgd(param, grad, *, lr, weight_decay, num_threads=0):
+    """p <- p - lr*g."""
+    lr, wd = _scalars(param, lr, weight_decay)
+    g = _decayed(grad, param, wd)
+    param -= lr * g
+
+
+def momentum(param, grad, velocity, *, lr, momentum, weight_decay, num_threads=0):
+    """v <- mu*v + lr*g ; p <- p - v."""
+    lr, mu, wd = _scalars(param, lr, momentum, weight_decay)
+    g = _decayed(grad, param, wd)
+    velocity *= mu
+    velocity += lr * g
+    param -= velocity
+
+
+def nesterov(param, grad, velocity, *, lr, momentum, weight_decay, num_threads=0):
+    """v <- mu*v + lr*g ; p <- p - (mu*v + lr*g), with the new v (look-ahead form)."""
+    lr, mu, wd = _scalars(param, lr, momentum, weight_decay)
+    g = _decayed(grad, param, wd)
+    lr_g = lr * g
+    velocity *= mu
+    velocity += lr_g
+    param -= mu * velocity + lr_g
+
+
+def adagrad(param, grad, sum_sq, *, lr, eps, weight_decay, num_threads=0):
+    """G <- G + g*g ; p <- p - lr*(g / (sqrt(G) + eps))."""
+    lr, eps, wd = _scalars(param, lr, eps, weight_decay)
+    g = _decayed(grad, param, wd)
+    sum_sq += g * g
+    param -= lr * (g / (np.sqrt(sum_sq) + eps))
+
+
+def rmsprop(param, grad, square_avg, *, lr, alpha, one_minus_alpha, eps, weight_decay,
+            num_threads=0):
+    """E <- alpha*E + (1-alpha)*(g*g) ; p <- p - lr*(g / (sqrt(E) + eps))."""
+    lr, alpha, one_minus_alpha, eps, wd = _scalars(
+        param, lr, alpha, one_minus_alpha, eps, weight_decay)
+    g = _decayed(grad, param, wd)
+    square_avg *= alpha
+    square_avg += one_minus_alpha * (g * g)
+    param -= lr * (g / (np.sqrt(square_avg) + eps))
+
+
+def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, one_minus_rho, eps,
+             weight_decay, num_threads=0):
+    """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt(S+eps)/sqrt(G+eps)*g ;
+    S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d."""
+    lr, rho, one_minus_rho, eps, wd = _scalars(
+        param, lr, rho, one_minus_rho, eps, weight_decay)
+    g = _decayed(grad, param, wd)
+    square_avg *= rho
+    square_avg += one_minus_rho * (g * g)
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    acc_delta *= rho
+    acc_delta += one_minus_rho * (delta * delta)
+    param -= lr * delta
+
+
+def _adam_rule(param, g, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, eps, step_size, bias_correction2_sqrt):
+    # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g)
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (g * g)
+    # p <- p - lr * m_hat / (sqrt(v_hat) + eps), written as torch.optim writes it:
+    # step_size = lr / (1 - b1**t) and bias_correction2_sqrt = sqrt(1 - b2**t).
+    denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+    param -= step_size * (exp_avg / denom)
+
+
+def adam(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
+         one_minus_beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+         num_threads=0):
+    """Adam with coupled L2 weight decay (g <- g + weight_decay*p)."""
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd, step_size,
+     bc2_sqrt) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+                          weight_decay, step_size, bias_correction2_sqrt)
+    g = _decayed(grad, param, wd)
+    _adam_rule(param, g, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, eps, step_size, bc2_sqrt)
+
+
+def adamw(param, grad, exp_avg, exp_avg_sq, *, decay_factor, beta1, one_minus_beta1,
+          beta2, one_minus_beta2, eps, step_size, bias_correction2_sqrt, num_threads=0):
+    """AdamW: p <- p*decay_factor (decay_factor = 1 - lr*weight_decay), then Adam."""
+    (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
+     bc2_sqrt) = _scalars(param, decay_factor, beta1, one_minus_beta1, beta2,
+                          one_minus_beta2, eps, step_size, bias_correction2_sqrt)
+    param *= decay_factor
+    _adam_rule(param, grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, eps, step_size, bc2_sqrt)

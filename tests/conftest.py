@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+import fastoptim as fo
+from fastoptim import _kernels
+
+OPTIMIZERS = [fo.SGD, fo.Momentum, fo.Nesterov, fo.AdaGrad, fo.RMSprop, fo.AdaDelta,
+              fo.Adam, fo.AdamW]
+DTYPES = [np.float32, np.float64]
+
+# Non-default hyper-parameters per optimizer, so a wrong scalar cannot hide behind a
+# default; each includes weight decay (coupled, or decoupled for AdamW).
+HYPER = {
+    fo.SGD: dict(lr=0.05, weight_decay=0.01),
+    fo.Momentum: dict(lr=0.03, momentum=0.8, weight_decay=0.01),
+    fo.Nesterov: dict(lr=0.03, momentum=0.85, weight_decay=0.01),
+    fo.AdaGrad: dict(lr=0.1, eps=1e-8, weight_decay=0.01),
+    fo.RMSprop: dict(lr=0.01, alpha=0.9, eps=1e-6, weight_decay=0.01),
+    fo.AdaDelta: dict(lr=0.7, rho=0.8, eps=1e-5, weight_decay=0.01),
+    fo.Adam: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01),
+    fo.AdamW: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.05),
+}
+
+
+@pytest.fixture
+def no_serial_threshold():
+    """Run every size through the parallel loop (normally only large arrays are)."""
+    old = _kernels.set_parallel_thresholds(light=0, heavy=0)
+    yield
+    _kernels.set_parallel_thresholds(**old)
+
+
+def snapshot(opt, params):
+    """Deep copies of every parameter and every state buffer, and the step counts."""
+    ps = {k: np.array(v, copy=True) for k, v in dict(params).items()}
+    st = {k: {n: (np.array(b, copy=True) if isinstance(b, np.ndarray) else b)
+              for n, b in s.items()} for k, s in opt.state.items()}
+    return ps, st
+
+
+def assert_same(a, b):
+    """Bit-for-bit equal (NaN equal to NaN), same dtype and shape."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(a, b, equal_nan=True)
+
+
+def assert_snapshot_equal(s1, s2):
+    (p1, st1), (p2, st2) = s1, s2
+    assert p1.keys() == p2.keys() and st1.keys() == st2.keys()
+    for k in p1:
+        assert_same(p1[k], p2[k])
+    for k in st1:
+        assert st1[k].keys() == st2[k].keys()
+        for n in st1[k]:
+            if isinstance(st1[k][n], np.ndarray):
+                assert_same(st1[k][n], st2[k][n])
+            else:
+                assert st1[k][n] == st2[k][n]

@@ -114,9 +114,11 @@ class BuildExt(build_ext):
             compile_args += omp_compile
             link_args += omp_link
 
-        flags = " ".join(compile_args)
         for ext in self.extensions:
-            ext.extra_compile_args = list(compile_args)
+            target = ext.name.rsplit("_", 1)[1]
+            ext_args = compile_args + (TARGET_FLAGS[target] if ctype != "msvc" else [])
+            flags = " ".join(ext_args)
+            ext.extra_compile_args = ext_args
             ext.extra_link_args = list(link_args)
             ext.define_macros = list(ext.define_macros or []) + [
                 ("FASTOPTIM_BUILD_FLAGS", '"' + flags.replace('"', "") + '"'),
@@ -125,12 +127,41 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Vector targets: the same kernel source (kernels/_body.pxi) compiled once per target;
+# fastoptim._dispatch picks the best one the CPU supports at import time. Only x86-64
+# with GCC or Clang gets the wide targets; elsewhere the baseline alone is built.
+TARGET_FLAGS = {
+    "baseline": [],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+               "-mprefer-vector-width=512"],
+}
+
+
+def _wide_targets_possible():
+    import platform
+
+    if os.environ.get("FASTOPTIM_BASELINE_ONLY") == "1":
+        return False
+    return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+
+
 def extensions():
+    import numpy
     from Cython.Build import cythonize
 
-    ext = Extension("fastoptim._kernels", ["kernels/_kernels.pyx"])
+    targets = ["baseline"] + (["avx2", "avx512"] if _wide_targets_possible() else [])
+    exts = [
+        Extension(
+            f"fastoptim._kernels_{t}",
+            [f"kernels/_kernels_{t}.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for t in targets
+    ]
     return cythonize(
-        [ext],
+        exts,
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _kernels
+from fastoptim._dispatch import kernels as _kernels
 
 OPTIMIZERS = [fo.SGD, fo.Momentum, fo.Nesterov, fo.AdaGrad, fo.RMSprop, fo.AdaDelta,
               fo.Adam, fo.AdamW]

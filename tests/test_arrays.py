@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _kernels
+from fastoptim._dispatch import kernels as _kernels
 
 from conftest import DTYPES, HYPER, OPTIMIZERS, assert_same
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _kernels
+from fastoptim._dispatch import kernels as _kernels
 
 from conftest import DTYPES, HYPER, OPTIMIZERS, assert_same
 
@@ -180,7 +180,7 @@ def test_kernel_refuses_mismatched_lengths():
     p = np.zeros(5)
     with pytest.raises(ValueError, match="grad has 4 elements but the parameter has 5"):
         _kernels.sgd(p, np.zeros(4), lr=0.1, weight_decay=0.0)
-    with pytest.raises(ValueError, match="exp_avg_sq has 6 elements"):
+    with pytest.raises(ValueError, match="a state buffer has 6 elements"):
         _kernels.adam(p, np.zeros(5), np.zeros(5), np.zeros(6), beta1=0.9,
-                      one_minus_beta1=0.1, beta2=0.99, one_minus_beta2=0.01, eps=1e-8,
-                      weight_decay=0.0, step_size=0.1, bias_correction2_sqrt=0.1)
+                      one_minus_beta1=0.1, beta2=0.99, one_minus_beta2=0.01,
+                      eps_hat=1e-8, weight_decay=0.0, step_size=0.1)

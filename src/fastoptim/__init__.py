@@ -12,7 +12,8 @@ Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference
 pure-NumPy specification the kernels are bit-identical to).
 """
 
-from . import _kernels, functional, reference
+from . import _dispatch, functional, reference
+from ._dispatch import kernels as _kernels
 from ._version import __version__
 from .optimizers import (SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov,
                          Optimizer, RMSprop)
@@ -28,8 +29,10 @@ def get_config():
     Keys: ``version``; ``openmp`` (compiled with OpenMP); ``threads`` (what an update
     with ``num_threads=None`` uses now: OpenMP's current maximum, which honours
     ``OMP_NUM_THREADS`` and threadpoolctl; 1 without OpenMP); ``parallel_thresholds``
-    (element counts below which an array is updated on one thread); ``compiler`` and
-    ``flags`` (the build).
+    (element counts below which an update runs on one thread); ``cpu_target`` (the vector
+    target whose kernels run: "baseline", "avx2" or "avx512", see ``FASTOPTIM_CPU``) and
+    ``cpu_targets`` (all that are built and that this CPU can run); ``compiler`` and
+    ``flags`` (the build of the chosen target).
     """
     info = _kernels.build_info()
     return {
@@ -37,6 +40,8 @@ def get_config():
         "openmp": _kernels.openmp_enabled(),
         "threads": _kernels.max_threads(),
         "parallel_thresholds": _kernels.get_parallel_thresholds(),
+        "cpu_target": _dispatch.target,
+        "cpu_targets": _dispatch.supported(),
         "compiler": info["compiler"],
         "flags": info["flags"],
     }

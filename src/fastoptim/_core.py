@@ -9,7 +9,8 @@ import numbers
 
 import numpy as np
 
-from . import _kernels, reference
+from . import reference
+from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 BACKENDS = {"cython": _kernels, "numpy": reference}
@@ -100,66 +101,73 @@ def check_step(step):
 
 
 # ---------------------------------------------------------------------------------------
-# The rules: per rule, its state buffers and the kernel scalars for one step.
-# Every scalar is computed here, once, in float64; kernels and reference convert it to
-# the array's dtype the same way.
+# The rules: per rule, its state buffers and the kernel scalars of one step, as a tuple in
+# the order of the kernel's keyword arguments (SCALAR_NAMES). Every scalar is computed
+# here, once per step, in float64; kernels and reference convert it to the array's dtype
+# the same way.
 # ---------------------------------------------------------------------------------------
 
 def sgd_scalars(step, *, lr, weight_decay):
-    return {"lr": lr, "weight_decay": weight_decay}
+    return (lr, weight_decay)
 
 
 def momentum_scalars(step, *, lr, momentum, weight_decay):
-    return {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    return (lr, momentum, weight_decay)
 
 
 def adagrad_scalars(step, *, lr, eps, weight_decay):
-    return {"lr": lr, "eps": eps, "weight_decay": weight_decay}
+    return (lr, eps, weight_decay)
 
 
 def rmsprop_scalars(step, *, lr, alpha, eps, weight_decay):
-    return {"lr": lr, "alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps,
-            "weight_decay": weight_decay}
+    return (lr, alpha, 1.0 - alpha, eps, weight_decay)
 
 
 def adadelta_scalars(step, *, lr, rho, eps, weight_decay):
-    return {"lr": lr, "rho": rho, "one_minus_rho": 1.0 - rho, "eps": eps,
-            "weight_decay": weight_decay}
+    return (lr, rho, 1.0 - rho, eps, weight_decay)
 
 
-def _adam_common(step, lr, betas, eps):
+def _adam_step(step, lr, betas, eps):
+    # The Adam paper's efficient form: step_size = lr*sqrt(1-b2^t)/(1-b1^t) and
+    # eps_hat = eps*sqrt(1-b2^t), so that lr*m_hat/(sqrt(v_hat)+eps) becomes
+    # step_size*m/(sqrt(v)+eps_hat) with no per-element bias correction.
     beta1, beta2 = betas
-    bias_correction1 = 1.0 - beta1 ** step
-    bias_correction2 = 1.0 - beta2 ** step
-    return {"beta1": beta1, "one_minus_beta1": 1.0 - beta1, "beta2": beta2,
-            "one_minus_beta2": 1.0 - beta2, "eps": eps,
-            "step_size": lr / bias_correction1,
-            "bias_correction2_sqrt": math.sqrt(bias_correction2)}
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    return lr * bc2_sqrt / (1.0 - beta1 ** step), eps * bc2_sqrt
 
 
 def adam_scalars(step, *, lr, betas, eps, weight_decay):
-    out = _adam_common(step, lr, betas, eps)
-    out["weight_decay"] = weight_decay
-    return out
+    beta1, beta2 = betas
+    step_size, eps_hat = _adam_step(step, lr, betas, eps)
+    return (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, weight_decay, step_size)
 
 
 def adamw_scalars(step, *, lr, betas, eps, weight_decay):
-    out = _adam_common(step, lr, betas, eps)
-    out["decay_factor"] = 1.0 - lr * weight_decay
-    return out
+    beta1, beta2 = betas
+    step_size, eps_hat = _adam_step(step, lr, betas, eps)
+    return (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat,
+            step_size)
 
 
-# kernel name -> (state buffer names, scalar function)
+# kernel name -> (state buffer names, scalar function, scalar names). The order of the
+# names is the rule id the compiled update_many() takes.
 RULES = {
-    "sgd": ((), sgd_scalars),
-    "momentum": (("velocity",), momentum_scalars),
-    "nesterov": (("velocity",), momentum_scalars),
-    "adagrad": (("sum_sq",), adagrad_scalars),
-    "rmsprop": (("square_avg",), rmsprop_scalars),
-    "adadelta": (("square_avg", "acc_delta"), adadelta_scalars),
-    "adam": (("exp_avg", "exp_avg_sq"), adam_scalars),
-    "adamw": (("exp_avg", "exp_avg_sq"), adamw_scalars),
+    "sgd": ((), sgd_scalars, ("lr", "weight_decay")),
+    "momentum": (("velocity",), momentum_scalars, ("lr", "momentum", "weight_decay")),
+    "nesterov": (("velocity",), momentum_scalars, ("lr", "momentum", "weight_decay")),
+    "adagrad": (("sum_sq",), adagrad_scalars, ("lr", "eps", "weight_decay")),
+    "rmsprop": (("square_avg",), rmsprop_scalars,
+                ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay")),
+    "adadelta": (("square_avg", "acc_delta"), adadelta_scalars,
+                 ("lr", "rho", "one_minus_rho", "eps", "weight_decay")),
+    "adam": (("exp_avg", "exp_avg_sq"), adam_scalars,
+             ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps_hat",
+              "weight_decay", "step_size")),
+    "adamw": (("exp_avg", "exp_avg_sq"), adamw_scalars,
+              ("decay_factor", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+               "eps_hat", "step_size")),
 }
+RULE_IDS = {name: i for i, name in enumerate(RULES)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,6 +203,10 @@ def check_param(name, param):
     if not param.flags.writeable:
         raise ValueError(f"{name} is read-only (flags.writeable is False); an optimizer "
                          f"must update it in place: pass a writeable array")
+    if not param.flags.aligned:
+        raise TypeError(f"{name} is not aligned to its dtype in memory (e.g. made with "
+                        f"np.frombuffer at an odd offset); keep parameters in arrays NumPy "
+                        f"allocated, e.g. np.array(x) once before training")
     if param.flags.c_contiguous:
         order = "C"
     elif param.flags.f_contiguous:
@@ -211,8 +223,10 @@ def check_param(name, param):
 
 
 def check_grad(name, grad, param, order):
-    """Check a gradient against its parameter; return a flat view (or, for odd layouts
-    or memory shared with the parameter, a flat copy) in the parameter's order."""
+    """Check a gradient against its (checked) parameter; return it as an array of the
+    parameter's shape, aligned and contiguous in the parameter's memory order, sharing no
+    memory with the parameter: the gradient itself when it already is, else a copy (the
+    gradient as given at the call: a copy is only ever read)."""
     if isinstance(grad, np.generic):
         grad = np.asarray(grad)
     if not isinstance(grad, np.ndarray):
@@ -226,11 +240,11 @@ def check_grad(name, grad, param, order):
                          f"{param.shape}; they must match exactly")
     if type(grad) is not np.ndarray:
         grad = grad.view(np.ndarray)
-    flat = np.ravel(grad, order=order)  # contiguous; a copy only when the layout needs one
-    if flat.size and np.may_share_memory(flat, param):
-        # The gradient as given at the call, even if it is (part of) the parameter.
-        flat = flat.copy()
-    return flat
+    contiguous = grad.flags.c_contiguous if order == "C" else grad.flags.f_contiguous
+    if (not contiguous or not grad.flags.aligned
+            or (grad.size and np.may_share_memory(grad, param))):
+        grad = np.array(grad, order=order)
+    return grad
 
 
 def flat_view(a, order):

@@ -35,10 +35,10 @@ __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "ada
 
 
 def _run(rule, param, grad, state, step, num_threads, backend, **hyper):
-    names, scalars = _core.RULES[rule]
+    names, scalars, scalar_names = _core.RULES[rule]
     kernel = getattr(_core.check_backend(backend), rule)
     nt = _core.check_num_threads(num_threads)
-    kw = scalars(_core.check_step(step), **_core.check_hyper(**hyper))
+    values = scalars(_core.check_step(step), **_core.check_hyper(**hyper))
     p, order = _core.check_param("param", param)
     bufs = [_core.check_state_buffer(n, b, p, order) for n, b in zip(names, state)]
     for i, a in enumerate(bufs):
@@ -51,8 +51,9 @@ def _run(rule, param, grad, state, step, num_threads, backend, **hyper):
                                  "state buffer its own array (np.zeros_like(param))")
     g = _core.check_grad("grad", grad, p, order)
     if g.size and any(np.may_share_memory(g, b) for b in bufs):
-        g = g.copy()  # the gradient as given, even if it lives in a state buffer
-    kernel(_core.flat_view(p, order), g, *bufs, **kw, num_threads=nt)
+        g = g.copy(order=order)  # the gradient as given, even if it lives in a state buffer
+    kernel(_core.flat_view(p, order), _core.flat_view(g, order), *bufs,
+           **dict(zip(scalar_names, values)), num_threads=nt)
 
 
 def sgd(param, grad, *, lr=1e-3, weight_decay=0.0, num_threads=None, backend="cython"):

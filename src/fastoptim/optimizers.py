@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import _core, _kernels
+from . import _core, reference
+from ._dispatch import kernels as _kernels
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta",
            "Adam", "AdamW"]
@@ -52,17 +53,23 @@ class Optimizer:
 
     Hyper-parameters are plain attributes (``opt.lr = 1e-4`` between updates is fine) and
     are validated whenever they are set.
+
+    State lives in ``_slots``: parameter key -> ``[step, buffer, ...]`` (buffers in the
+    order of the rule's state names), shared by both backends. ``state`` shows it as
+    ``{key: {"step": int, name: array}}``.
     """
 
     _rule = None
     _hyper_names = ()
 
     def __init__(self, *, num_threads=None, backend="cython", **hyper):
+        object.__setattr__(self, "_scalars_fn", None)
         self.num_threads = num_threads
         self.backend = backend
         for name in self._hyper_names:
             setattr(self, name, hyper[name])
-        self.state = {}
+        self._slots = {}
+        self._overlap_cache = []
         if num_threads not in (None, 1) and not _kernels.openmp_enabled():
             warnings.warn("fastoptim was built without OpenMP: num_threads="
                           f"{num_threads} is ignored and every update runs on one core. "
@@ -72,8 +79,9 @@ class Optimizer:
     def __setattr__(self, name, value):
         if name in self._hyper_names:
             value = _core.check_hyper(**{name: value})[name]
+            object.__setattr__(self, "_scalars_fn", None)  # scalars depend on it
         elif name == "num_threads":
-            _core.check_num_threads(value)
+            object.__setattr__(self, "_nt", _core.check_num_threads(value))
         elif name == "backend":
             _core.check_backend(value)
         object.__setattr__(self, name, value)
@@ -92,6 +100,33 @@ class Optimizer:
         """The hyper-parameters as a dict."""
         return {n: getattr(self, n) for n in self._hyper_names}
 
+    @property
+    def state(self):
+        """Per parameter key: ``{"step": int, <state name>: array, ...}``. The arrays are
+        the live state buffers; the dicts are made for each access."""
+        names = _core.RULES[self._rule][0]
+        return {key: {"step": slot[0], **dict(zip(names, slot[1:]))}
+                for key, slot in self._slots.items()}
+
+    def _scalars(self):
+        """step -> the rule's scalar tuple, for the current hyper-parameters."""
+        fn = self._scalars_fn
+        if fn is None:
+            scalars = _core.RULES[self._rule][1]
+            hyper = self.hyperparams
+            cache = {}
+
+            def fn(step):
+                v = cache.get(step)
+                if v is None:
+                    if len(cache) > 64:
+                        cache.clear()
+                    v = cache[step] = scalars(step, **hyper)
+                return v
+
+            object.__setattr__(self, "_scalars_fn", fn)
+        return fn
+
     # -- the step ------------------------------------------------------------------------
 
     def update(self, params, grads):
@@ -108,66 +143,91 @@ class Optimizer:
         Every array is checked before any is changed: on error, parameters and state are
         exactly as they were.
         """
-        names, scalars = _core.RULES[self._rule]
-        kernel = getattr(_core.BACKENDS[self.backend], self._rule)
-        nt = _core.check_num_threads(self.num_threads)
-
-        # 1. Check everything; build (but do not yet store) new state.
-        work = []
-        for key, param, grad in _pairs(params, grads):
-            p, order = _core.check_param(f"parameter {key!r}", param)
-            g = _core.check_grad(f"gradient {key!r}", grad, p, order)
-            st = self.state.get(key)
-            if st is None:
-                st = {"step": 0}
-                for n in names:
-                    st[n] = np.zeros_like(p)
+        tp, tg = type(params), type(grads)
+        if not ((tp is dict and tg is dict)
+                or (tp in (list, tuple) and tg in (list, tuple) and len(params) == len(grads))):
+            if isinstance(params, np.ndarray):
+                params, grads = [params], [grads]
+            pairs = _pairs(params, grads)  # raises for mismatched kinds, keys, lengths
+            if isinstance(params, Mapping):
+                params = {k: p for k, p, _ in pairs}
+                grads = {k: g for k, _, g in pairs}
             else:
-                st = self._state_for(key, st, p, order, names)
-            work.append((key, p, order, g, st))
+                params = [p for _, p, _ in pairs]
+                grads = [g for _, _, g in pairs]
+        if self.backend == "cython":
+            _kernels.update_many(_core.RULE_IDS[self._rule], params, grads, self._slots,
+                                 self._scalars(), self._slow_path, _pairs, self._nt,
+                                 self._overlap_cache)
+        else:
+            self._update_reference(params, grads)
 
-        # 2. Nothing can fail from here on: store state, run the kernels.
-        hyper = self.hyperparams
-        cache = {}
-        for key, p, order, g, st in work:
-            self.state[key] = st
-            step = st["step"] + 1
-            kw = cache.get(step)
-            if kw is None:
-                kw = cache[step] = scalars(step, **hyper)
-            kernel(_core.flat_view(p, order), g,
-                   *[_core.flat_view(st[n], order) for n in names], **kw, num_threads=nt)
-            st["step"] = step
+    def _slow_path(self, key, param, grad, slot):
+        """What update_many's C checks did not take as it is: raise the user-facing
+        error, or return (parameter view, gradient in its memory order, slot to use)."""
+        names = _core.RULES[self._rule][0]
+        p, order = _core.check_param(f"parameter {key!r}", param)
+        g = _core.check_grad(f"gradient {key!r}", grad, p, order)
+        if slot is None:
+            slot = [0] + [np.zeros_like(p) for _ in names]
+        else:
+            slot = self._slot_for(key, slot, p, order, names)
+        return p, g, slot
+
+    def _update_reference(self, params, grads):
+        """The same update through the NumPy reference, parameter by parameter."""
+        names, _, scalar_names = _core.RULES[self._rule]
+        kernel = getattr(reference, self._rule)
+        items = params.items() if isinstance(params, dict) else enumerate(params)
+        if isinstance(params, dict):
+            _pairs(params, grads)  # same keys
+        work = []
+        for key, param in items:
+            p, g, slot = self._slow_path(key, param, grads[key], self._slots.get(key))
+            work.append((key, p, g, slot))
+        # nothing can fail from here on
+        scalars = self._scalars()
+        for key, p, g, slot in work:
+            self._slots[key] = slot
+            order = "C" if p.flags.c_contiguous else "F"
+            step = slot[0] + 1
+            kernel(_core.flat_view(p, order), _core.flat_view(g, order),
+                   *[_core.flat_view(b, order) for b in slot[1:]],
+                   **dict(zip(scalar_names, scalars(step))))
+            slot[0] = step
 
     @staticmethod
-    def _state_for(key, st, p, order, names):
-        """The stored state of ``key`` if it fits ``p``; a re-laid-out copy if only its
+    def _slot_for(key, slot, p, order, names):
+        """The stored slot of ``key`` if it fits ``p``; a re-laid-out copy if only its
         memory order differs (state is ours to copy); else a clear error."""
+        if type(slot) is not list or len(slot) != len(names) + 1:
+            raise RuntimeError(f"internal error: bad state slot for {key!r}")
         fixed = None
-        for n in names:
-            buf = st[n]
+        for i, n in enumerate(names):
+            buf = slot[i + 1]
             if buf.shape != p.shape or buf.dtype != p.dtype:
                 raise ValueError(
                     f"optimizer state {n!r} of parameter {key!r} has shape {buf.shape} and "
                     f"dtype {buf.dtype}, but the parameter now has shape {p.shape} and dtype "
                     f"{p.dtype}; use a new optimizer (or load a matching state_dict) for "
                     f"changed parameters")
-            ok = buf.flags.c_contiguous if order == "C" else buf.flags.f_contiguous
+            ok = (buf.flags.c_contiguous if order == "C" else buf.flags.f_contiguous) \
+                and buf.flags.aligned and buf.flags.writeable
             if not ok:
                 if fixed is None:
-                    fixed = dict(st)
-                fixed[n] = np.array(buf, order=order)
-        return st if fixed is None else fixed
+                    fixed = list(slot)
+                fixed[i + 1] = np.array(buf, order=order)
+        return slot if fixed is None else fixed
 
     # -- checkpoints ---------------------------------------------------------------------
 
     def state_dict(self):
         """The optimizer's hyper-parameters and state as plain Python and NumPy values
         (copies: later updates do not change it)."""
-        state = {}
-        for key, st in self.state.items():
-            state[key] = {n: (v.copy(order="K") if isinstance(v, np.ndarray) else v)
-                          for n, v in st.items()}
+        names = _core.RULES[self._rule][0]
+        state = {key: {"step": int(slot[0]),
+                       **{n: b.copy(order="K") for n, b in zip(names, slot[1:])}}
+                 for key, slot in self._slots.items()}
         return {"optimizer": type(self).__name__, "hyperparams": self.hyperparams,
                 "state": state}
 
@@ -187,8 +247,8 @@ class Optimizer:
             raise ValueError(f"hyperparams must have exactly the keys "
                              f"{sorted(self._hyper_names)}, got {sorted(hyper)}")
         hyper = _core.check_hyper(**hyper)
-        names, _ = _core.RULES[self._rule]
-        state = {}
+        names = _core.RULES[self._rule][0]
+        slots = {}
         for key, st in dict(state_dict["state"]).items():
             if not isinstance(st, Mapping) or set(st) != {"step", *names}:
                 raise ValueError(f"state of parameter {key!r} must have the keys "
@@ -197,7 +257,7 @@ class Optimizer:
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"state of parameter {key!r}: step must be an int >= 0, "
                                  f"got {step!r}")
-            new = {"step": int(step)}
+            slot = [int(step)]
             for n in names:
                 buf = st[n]
                 if not isinstance(buf, np.ndarray) or buf.dtype not in _core.FLOAT_DTYPES:
@@ -207,11 +267,11 @@ class Optimizer:
                 if buf.shape != ref.shape or buf.dtype != ref.dtype:
                     raise ValueError(f"state buffers of parameter {key!r} differ in shape "
                                      f"or dtype")
-                new[n] = np.array(buf, copy=True, order="K")
-            state[key] = new
+                slot.append(np.array(buf, copy=True, order="K"))
+            slots[key] = slot
         for n, v in hyper.items():
-            object.__setattr__(self, n, v)
-        self.state = state
+            setattr(self, n, v)
+        self._slots = slots
 
 
 class SGD(Optimizer):

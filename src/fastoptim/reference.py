@@ -83,50 +83,51 @@ def rmsprop(param, grad, square_avg, *, lr, alpha, one_minus_alpha, eps, weight_
 
 def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, one_minus_rho, eps,
              weight_decay, num_threads=0):
-    """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt(S+eps)/sqrt(G+eps)*g ;
-    S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d."""
+    """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt((S+eps)/(G+eps))*g ;
+    S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d.
+
+    (sqrt(S+eps)/sqrt(G+eps) of SPEC.md, with one square root instead of two.)"""
     lr, rho, one_minus_rho, eps, wd = _scalars(
         param, lr, rho, one_minus_rho, eps, weight_decay)
     g = _decayed(grad, param, wd)
     square_avg *= rho
     square_avg += one_minus_rho * (g * g)
-    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    delta = np.sqrt((acc_delta + eps) / (square_avg + eps)) * g
     acc_delta *= rho
     acc_delta += one_minus_rho * (delta * delta)
     param -= lr * delta
 
 
 def _adam_rule(param, g, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
-               one_minus_beta2, eps, step_size, bias_correction2_sqrt):
+               one_minus_beta2, eps_hat, step_size):
     # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g)
     exp_avg *= beta1
     exp_avg += one_minus_beta1 * g
     exp_avg_sq *= beta2
     exp_avg_sq += one_minus_beta2 * (g * g)
-    # p <- p - lr * m_hat / (sqrt(v_hat) + eps), written as torch.optim writes it:
-    # step_size = lr / (1 - b1**t) and bias_correction2_sqrt = sqrt(1 - b2**t).
-    denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
-    param -= step_size * (exp_avg / denom)
+    # p <- p - lr * m_hat / (sqrt(v_hat) + eps), in the Adam paper's efficient form:
+    # step_size = lr*sqrt(1-b2**t)/(1-b1**t), eps_hat = eps*sqrt(1-b2**t), so that
+    # p <- p - step_size * m / (sqrt(v) + eps_hat), equal in exact arithmetic.
+    param -= step_size * (exp_avg / (np.sqrt(exp_avg_sq) + eps_hat))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
-         one_minus_beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
-         num_threads=0):
+         one_minus_beta2, eps_hat, weight_decay, step_size, num_threads=0):
     """Adam with coupled L2 weight decay (g <- g + weight_decay*p)."""
-    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd, step_size,
-     bc2_sqrt) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
-                          weight_decay, step_size, bias_correction2_sqrt)
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, wd,
+     step_size) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                           eps_hat, weight_decay, step_size)
     g = _decayed(grad, param, wd)
     _adam_rule(param, g, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
-               one_minus_beta2, eps, step_size, bc2_sqrt)
+               one_minus_beta2, eps_hat, step_size)
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, *, decay_factor, beta1, one_minus_beta1,
-          beta2, one_minus_beta2, eps, step_size, bias_correction2_sqrt, num_threads=0):
+          beta2, one_minus_beta2, eps_hat, step_size, num_threads=0):
     """AdamW: p <- p*decay_factor (decay_factor = 1 - lr*weight_decay), then Adam."""
-    (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
-     bc2_sqrt) = _scalars(param, decay_factor, beta1, one_minus_beta1, beta2,
-                          one_minus_beta2, eps, step_size, bias_correction2_sqrt)
+    (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
+     step_size) = _scalars(param, decay_factor, beta1, one_minus_beta1, beta2,
+                           one_minus_beta2, eps_hat, step_size)
     param *= decay_factor
     _adam_rule(param, grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
-               one_minus_beta2, eps, step_size, bc2_sqrt)
+               one_minus_beta2, eps_hat, step_size)

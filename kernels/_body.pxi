@@ -1,0 +1,822 @@
+# The body of fastoptim's compiled kernels, included by one small module per CPU target
+# (_kernels_baseline.pyx, _kernels_avx2.pyx, _kernels_avx512.pyx): the same source built
+# with different -m flags; fastoptim._dispatch imports the best one the CPU can run.
+#
+# Layers, and calls go one way (top to bottom):
+#
+# 1. Per-element rules (_sgd ... _adam): ``cdef inline ... noexcept nogil`` functions that
+#    update one element of a parameter and its state. All the math of SPEC.md is here, in
+#    the same order of operations as fastoptim.reference, so results are bit-identical.
+# 2. Ranges (_range): one rule over one contiguous run of elements, scalars held in
+#    locals; the loops the compiler vectorises. No math of their own.
+# 3. The engine (_run / _span): a table of (parameter, gradient, state) pointers for any
+#    number of arrays; one pass over memory, serial below a size threshold, otherwise
+#    one OpenMP region whose threads split the *total* element count evenly, walking
+#    across array boundaries.
+# 4. Python-callable entry points: one kernel per rule over one flat parameter (the same
+#    signature as fastoptim.reference), and update_many(), which checks every array of
+#    an optimizer's update call in C, gathers the pointer table and runs the engine.
+#
+# Every scalar arrives as a C double computed once per step in float64 by the caller and
+# is converted once to the element type; the reference converts it the same way.
+# Weight decay is applied only when the converted value is non-zero (like torch.optim).
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt, sqrtf
+from libc.stdlib cimport qsort
+from libc.string cimport memcmp, memcpy
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FO_HAVE_OPENMP 1
+    static int fo_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define FO_HAVE_OPENMP 0
+    static int fo_max_threads(void) { return 1; }
+    #endif
+    #ifndef FASTOPTIM_BUILD_FLAGS
+    #define FASTOPTIM_BUILD_FLAGS "unknown"
+    #endif
+    #ifndef FASTOPTIM_COMPILER
+    #define FASTOPTIM_COMPILER "unknown"
+    #endif
+    #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    static int fo_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    static int fo_cpu_has_avx512(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    #else
+    static int fo_cpu_has_avx2(void) { return 0; }
+    static int fo_cpu_has_avx512(void) { return 0; }
+    #endif
+    """
+    int FO_HAVE_OPENMP
+    const char* FASTOPTIM_BUILD_FLAGS
+    const char* FASTOPTIM_COMPILER
+    int fo_max_threads() noexcept nogil
+    int fo_cpu_has_avx2() noexcept nogil
+    int fo_cpu_has_avx512() noexcept nogil
+
+
+# Rule ids (the order of fastoptim._core.RULES) and their state-buffer counts.
+cdef enum:
+    R_SGD = 0
+    R_MOMENTUM = 1
+    R_NESTEROV = 2
+    R_ADAGRAD = 3
+    R_RMSPROP = 4
+    R_ADADELTA = 5
+    R_ADAM = 6
+    R_ADAMW = 7
+    N_RULES = 8
+    MAX_SCALARS = 8
+
+cdef int N_STATE[8]
+N_STATE[:] = [0, 1, 1, 1, 1, 2, 2, 2]
+
+# Below these element counts (per update call) a step runs on one thread: entering an
+# OpenMP region costs about a microsecond with warm threads, more than a short loop.
+# "light" rules (SGD, Momentum, Nesterov) do a few multiply-adds per element, "heavy"
+# ones a square root and a division. Measured with bench/threshold.py (see README).
+cdef Py_ssize_t _threshold_light = 32768
+cdef Py_ssize_t _threshold_heavy = 8192
+
+
+# ---------------------------------------------------------------------------------------
+# Layer 1: per-element rules (the math; see SPEC.md)
+# ---------------------------------------------------------------------------------------
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _decayed(floating g, floating p, floating wd) noexcept nogil:
+    # Coupled L2 weight decay, g + wd*p, in a register; the user's gradient is not touched.
+    if wd != 0:
+        return g + wd * p
+    return g
+
+
+cdef inline void _sgd(floating* p, floating g, floating lr, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    g = _decayed(g, pi, wd)
+    p[0] = pi - lr * g
+
+
+cdef inline void _momentum(floating* p, floating g, floating* v,
+                           floating lr, floating mu, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating vi
+    g = _decayed(g, pi, wd)
+    vi = mu * v[0] + lr * g
+    v[0] = vi
+    p[0] = pi - vi
+
+
+cdef inline void _nesterov(floating* p, floating g, floating* v,
+                           floating lr, floating mu, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating vi
+    g = _decayed(g, pi, wd)
+    vi = mu * v[0] + lr * g
+    v[0] = vi
+    p[0] = pi - (mu * vi + lr * g)
+
+
+cdef inline void _adagrad(floating* p, floating g, floating* s,
+                          floating lr, floating eps, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating si
+    g = _decayed(g, pi, wd)
+    si = s[0] + g * g
+    s[0] = si
+    p[0] = pi - lr * (g / (_sqrt(si) + eps))
+
+
+cdef inline void _rmsprop(floating* p, floating g, floating* e,
+                          floating lr, floating alpha, floating one_minus_alpha,
+                          floating eps, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating ei
+    g = _decayed(g, pi, wd)
+    ei = alpha * e[0] + one_minus_alpha * (g * g)
+    e[0] = ei
+    p[0] = pi - lr * (g / (_sqrt(ei) + eps))
+
+
+cdef inline void _adadelta(floating* p, floating g, floating* sq, floating* acc,
+                           floating lr, floating rho, floating one_minus_rho,
+                           floating eps, floating wd) noexcept nogil:
+    # sqrt(S+eps)/sqrt(G+eps) computed as sqrt((S+eps)/(G+eps)): equal in exact
+    # arithmetic, one square root fewer per element.
+    cdef floating pi = p[0]
+    cdef floating ai = acc[0]
+    cdef floating gi, delta
+    g = _decayed(g, pi, wd)
+    gi = rho * sq[0] + one_minus_rho * (g * g)
+    delta = _sqrt((ai + eps) / (gi + eps)) * g
+    sq[0] = gi
+    acc[0] = rho * ai + one_minus_rho * (delta * delta)
+    p[0] = pi - lr * delta
+
+
+cdef inline void _adam(floating* p, floating g, floating* m, floating* v,
+                       floating decay_factor, floating beta1, floating one_minus_beta1,
+                       floating beta2, floating one_minus_beta2, floating eps_hat,
+                       floating wd, floating step_size) noexcept nogil:
+    # The Adam paper's efficient form (Kingma & Ba, sec. 2): with
+    # step_size = lr*sqrt(1-b2^t)/(1-b1^t) and eps_hat = eps*sqrt(1-b2^t),
+    # lr*m_hat/(sqrt(v_hat)+eps) == step_size*m/(sqrt(v)+eps_hat) exactly in real
+    # arithmetic; per element one square root and one division.
+    # decay_factor is 1 - lr*wd for AdamW (decoupled decay) and exactly 1 for Adam, where
+    # p * 1 == p bit for bit (NaN and -0.0 included); wd is coupled decay (Adam only).
+    cdef floating pi = p[0] * decay_factor
+    cdef floating mi, vi
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    m[0] = mi
+    v[0] = vi
+    p[0] = pi - step_size * (mi / (_sqrt(vi) + eps_hat))
+
+
+# ---------------------------------------------------------------------------------------
+# Layer 2: one rule over one contiguous range (no math here)
+# ---------------------------------------------------------------------------------------
+# Scalars are copied into locals first: read through a pointer, the compiler would have
+# to assume that a store to p could change them and reload them every iteration.
+# The scalar order of each rule is the keyword order of its Python kernel below.
+
+cdef void _range(int rule, floating* p, const floating* g, floating* s0, floating* s1,
+                 Py_ssize_t n, const floating* sc) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating a0 = sc[0], a1 = sc[1], a2 = sc[2], a3 = sc[3]
+    cdef floating a4 = sc[4], a5 = sc[5], a6 = sc[6], a7 = sc[7]
+    if rule == R_SGD:                       # lr, weight_decay
+        for i in range(n):
+            _sgd(&p[i], g[i], a0, a1)
+    elif rule == R_MOMENTUM:                # lr, momentum, weight_decay
+        for i in range(n):
+            _momentum(&p[i], g[i], &s0[i], a0, a1, a2)
+    elif rule == R_NESTEROV:                # lr, momentum, weight_decay
+        for i in range(n):
+            _nesterov(&p[i], g[i], &s0[i], a0, a1, a2)
+    elif rule == R_ADAGRAD:                 # lr, eps, weight_decay
+        for i in range(n):
+            _adagrad(&p[i], g[i], &s0[i], a0, a1, a2)
+    elif rule == R_RMSPROP:                 # lr, alpha, one_minus_alpha, eps, weight_decay
+        for i in range(n):
+            _rmsprop(&p[i], g[i], &s0[i], a0, a1, a2, a3, a4)
+    elif rule == R_ADADELTA:                # lr, rho, one_minus_rho, eps, weight_decay
+        for i in range(n):
+            _adadelta(&p[i], g[i], &s0[i], &s1[i], a0, a1, a2, a3, a4)
+    elif rule == R_ADAM:
+        # beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, weight_decay, step_size
+        for i in range(n):
+            _adam(&p[i], g[i], &s0[i], &s1[i], <floating>1.0, a0, a1, a2, a3, a4, a5, a6)
+    elif rule == R_ADAMW:
+        # decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, step_size
+        for i in range(n):
+            _adam(&p[i], g[i], &s0[i], &s1[i], a0, a1, a2, a3, a4, a5, <floating>0.0, a6)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer 3: the engine over a table of arrays
+# ---------------------------------------------------------------------------------------
+
+ctypedef struct Entry:
+    char* p            # parameter data (written)
+    char* g            # gradient data (read)
+    char* s0           # state buffers (written), NULL when the rule has fewer
+    char* s1
+    Py_ssize_t n       # elements
+    Py_ssize_t start   # index of its first element in the concatenation of the table
+    int dbl            # 1: float64, 0: float32
+    int sc             # index of its scalar set (one per distinct step)
+
+ctypedef struct ScalarSet:
+    double d[MAX_SCALARS]
+    float f[MAX_SCALARS]
+
+
+cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
+                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Elements [lo, hi) of the concatenated table, entry by entry."""
+    cdef Py_ssize_t k, a, b, left = 0, right = ne
+    # first entry whose range ends after lo (binary search on starts)
+    while right - left > 1:
+        k = (left + right) // 2
+        if e[k].start <= lo:
+            left = k
+        else:
+            right = k
+    k = left
+    while k < ne and e[k].start < hi:
+        a = lo - e[k].start if lo > e[k].start else 0
+        b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
+        if b > a:
+            if e[k].dbl:
+                _range(rule, <double*>e[k].p + a, <const double*>e[k].g + a,
+                       <double*>e[k].s0 + a if e[k].s0 != NULL else NULL,
+                       <double*>e[k].s1 + a if e[k].s1 != NULL else NULL,
+                       b - a, ss[e[k].sc].d)
+            else:
+                _range(rule, <float*>e[k].p + a, <const float*>e[k].g + a,
+                       <float*>e[k].s0 + a if e[k].s0 != NULL else NULL,
+                       <float*>e[k].s1 + a if e[k].s1 != NULL else NULL,
+                       b - a, ss[e[k].sc].f)
+        k += 1
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t total, int nt, int t) noexcept nogil:
+    # the first element of thread t's share: shares differ by at most one element
+    return (total // nt) * t + (t if t < total % nt else total % nt)
+
+
+cdef void _run(int rule, const Entry* e, Py_ssize_t ne, Py_ssize_t total,
+               const ScalarSet* ss, int nt) noexcept nogil:
+    cdef int t
+    if nt <= 1:
+        _span(rule, e, ne, ss, 0, total)
+        return
+    for t in prange(nt, schedule="static", num_threads=nt):
+        _span(rule, e, ne, ss, _split(total, nt, t), _split(total, nt, t + 1))
+
+
+cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
+    """Threads for a step over n elements: 1 below the rule family's threshold; else the
+    request (<= 0: OpenMP's current maximum), capped so that each thread gets at least
+    half a threshold of elements (a many-core machine does not spread a mid-sized
+    update so thin that the region costs more than the work)."""
+    cdef Py_ssize_t threshold = _threshold_light if rule <= R_NESTEROV else _threshold_heavy
+    cdef Py_ssize_t chunk = threshold // 2 if threshold >= 2 else 1
+    if n < threshold or not FO_HAVE_OPENMP:
+        return 1
+    if requested <= 0:
+        requested = fo_max_threads()
+    if requested > n // chunk:
+        requested = <int>(n // chunk)
+    return requested if requested > 1 else 1
+
+
+cdef void _fill_scalars(ScalarSet* s, tuple values) except *:
+    cdef Py_ssize_t i
+    if len(values) > MAX_SCALARS:
+        raise ValueError("too many scalars")
+    for i in range(MAX_SCALARS):
+        s.d[i] = values[i] if i < len(values) else 0.0
+        s.f[i] = <float>s.d[i]
+
+
+# ---------------------------------------------------------------------------------------
+# Layer 4a: one kernel per rule over one flat parameter (the reference's signatures)
+# ---------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _length(Py_ssize_t n, Py_ssize_t grad, Py_ssize_t s0=-1,
+                               Py_ssize_t s1=-1) except -1:
+    """The element count shared by a kernel's buffers (checked: no read past an end)."""
+    if grad != n:
+        raise ValueError(f"grad has {grad} elements but the parameter has {n}")
+    if (s0 != -1 and s0 != n) or (s1 != -1 and s1 != n):
+        raise ValueError(f"a state buffer has {s0 if s0 != n else s1} elements but the "
+                         f"parameter has {n}")
+    return n
+
+
+cdef void _one(int rule, floating* p, const floating* g, floating* s0, floating* s1,
+               Py_ssize_t n, tuple scalars, int num_threads) except *:
+    cdef Entry e
+    cdef ScalarSet ss
+    cdef int nt = _threads(rule, num_threads, n)
+    _fill_scalars(&ss, scalars)
+    e.p = <char*>p
+    e.g = <char*>g
+    e.s0 = <char*>s0
+    e.s1 = <char*>s1
+    e.n = n
+    e.start = 0
+    e.dbl = floating is double
+    e.sc = 0
+    with nogil:
+        _run(rule, &e, 1, n, &ss, nt)
+
+
+def sgd(floating[::1] param, const floating[::1] grad, *,
+        double lr, double weight_decay, int num_threads=0):
+    """p <- p - lr*g, with g <- g + weight_decay*p first when weight_decay != 0."""
+    if _length(param.shape[0], grad.shape[0]):
+        _one(R_SGD, &param[0], &grad[0], <floating*>NULL, <floating*>NULL,
+             param.shape[0], (lr, weight_decay), num_threads)
+
+
+def momentum(floating[::1] param, const floating[::1] grad, floating[::1] velocity, *,
+             double lr, double momentum, double weight_decay, int num_threads=0):
+    """v <- momentum*v + lr*g ; p <- p - v."""
+    if _length(param.shape[0], grad.shape[0], velocity.shape[0]):
+        _one(R_MOMENTUM, &param[0], &grad[0], &velocity[0], <floating*>NULL,
+             param.shape[0], (lr, momentum, weight_decay), num_threads)
+
+
+def nesterov(floating[::1] param, const floating[::1] grad, floating[::1] velocity, *,
+             double lr, double momentum, double weight_decay, int num_threads=0):
+    """v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)."""
+    if _length(param.shape[0], grad.shape[0], velocity.shape[0]):
+        _one(R_NESTEROV, &param[0], &grad[0], &velocity[0], <floating*>NULL,
+             param.shape[0], (lr, momentum, weight_decay), num_threads)
+
+
+def adagrad(floating[::1] param, const floating[::1] grad, floating[::1] sum_sq, *,
+            double lr, double eps, double weight_decay, int num_threads=0):
+    """G <- G + g*g ; p <- p - lr*(g / (sqrt(G) + eps))."""
+    if _length(param.shape[0], grad.shape[0], sum_sq.shape[0]):
+        _one(R_ADAGRAD, &param[0], &grad[0], &sum_sq[0], <floating*>NULL,
+             param.shape[0], (lr, eps, weight_decay), num_threads)
+
+
+def rmsprop(floating[::1] param, const floating[::1] grad, floating[::1] square_avg, *,
+            double lr, double alpha, double one_minus_alpha, double eps,
+            double weight_decay, int num_threads=0):
+    """E <- alpha*E + (1-alpha)*(g*g) ; p <- p - lr*(g / (sqrt(E) + eps))."""
+    if _length(param.shape[0], grad.shape[0], square_avg.shape[0]):
+        _one(R_RMSPROP, &param[0], &grad[0], &square_avg[0], <floating*>NULL,
+             param.shape[0], (lr, alpha, one_minus_alpha, eps, weight_decay), num_threads)
+
+
+def adadelta(floating[::1] param, const floating[::1] grad, floating[::1] square_avg,
+             floating[::1] acc_delta, *, double lr, double rho, double one_minus_rho,
+             double eps, double weight_decay, int num_threads=0):
+    """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt((S+eps)/(G+eps))*g ;
+    S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d."""
+    if _length(param.shape[0], grad.shape[0], square_avg.shape[0], acc_delta.shape[0]):
+        _one(R_ADADELTA, &param[0], &grad[0], &square_avg[0], &acc_delta[0],
+             param.shape[0], (lr, rho, one_minus_rho, eps, weight_decay), num_threads)
+
+
+def adam(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
+         floating[::1] exp_avg_sq, *, double beta1, double one_minus_beta1, double beta2,
+         double one_minus_beta2, double eps_hat, double weight_decay, double step_size,
+         int num_threads=0):
+    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g) ;
+    p <- p - step_size*(m / (sqrt(v) + eps_hat))."""
+    if _length(param.shape[0], grad.shape[0], exp_avg.shape[0], exp_avg_sq.shape[0]):
+        _one(R_ADAM, &param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], param.shape[0],
+             (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, weight_decay,
+              step_size), num_threads)
+
+
+def adamw(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
+          floating[::1] exp_avg_sq, *, double decay_factor, double beta1,
+          double one_minus_beta1, double beta2, double one_minus_beta2, double eps_hat,
+          double step_size, int num_threads=0):
+    """p <- p*decay_factor (decay_factor = 1 - lr*weight_decay), then the Adam rule."""
+    if _length(param.shape[0], grad.shape[0], exp_avg.shape[0], exp_avg_sq.shape[0]):
+        _one(R_ADAMW, &param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], param.shape[0],
+             (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
+              step_size), num_threads)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer 4b: a whole update call -- check every array in C, gather the pointer table,
+# one pass over memory
+# ---------------------------------------------------------------------------------------
+
+ctypedef struct ArrInfo:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t nbytes
+    int typenum
+    int corder         # 1: C-contiguous, 0: F-contiguous (and not C)
+    int ndim
+    cnp.npy_intp* dims
+
+cdef int _GOOD_FLAGS = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+
+
+cdef inline bint _param_ok(object obj, ArrInfo* a) noexcept:
+    """A native, aligned, writeable float32/float64 array, C- or F-contiguous."""
+    cdef cnp.ndarray arr
+    cdef int flags
+    if not cnp.PyArray_Check(obj):
+        return False
+    arr = <cnp.ndarray>obj
+    a.typenum = cnp.PyArray_TYPE(arr)
+    if a.typenum != cnp.NPY_FLOAT32 and a.typenum != cnp.NPY_FLOAT64:
+        return False
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        return False
+    flags = cnp.PyArray_FLAGS(arr)
+    if (flags & _GOOD_FLAGS) != _GOOD_FLAGS:
+        return False
+    if flags & cnp.NPY_ARRAY_C_CONTIGUOUS:
+        a.corder = 1
+    elif flags & cnp.NPY_ARRAY_F_CONTIGUOUS:
+        a.corder = 0
+    else:
+        return False
+    a.data = <char*>cnp.PyArray_DATA(arr)
+    a.size = cnp.PyArray_SIZE(arr)
+    a.nbytes = a.size * cnp.PyArray_ITEMSIZE(arr)
+    a.ndim = cnp.PyArray_NDIM(arr)
+    a.dims = cnp.PyArray_DIMS(arr)
+    return True
+
+
+cdef inline bint _like(object obj, const ArrInfo* p, bint writeable, char** data) noexcept:
+    """obj has p's dtype and shape, is aligned and contiguous in p's memory order."""
+    cdef cnp.ndarray arr
+    cdef int flags, i
+    cdef cnp.npy_intp* dims
+    if not cnp.PyArray_Check(obj):
+        return False
+    arr = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(arr) != p.typenum or not cnp.PyArray_ISNOTSWAPPED(arr):
+        return False
+    if cnp.PyArray_NDIM(arr) != p.ndim:
+        return False
+    dims = cnp.PyArray_DIMS(arr)
+    for i in range(p.ndim):
+        if dims[i] != p.dims[i]:
+            return False
+    flags = cnp.PyArray_FLAGS(arr)
+    if not flags & cnp.NPY_ARRAY_ALIGNED:
+        return False
+    if writeable and not flags & cnp.NPY_ARRAY_WRITEABLE:
+        return False
+    if not flags & (cnp.NPY_ARRAY_C_CONTIGUOUS if p.corder else cnp.NPY_ARRAY_F_CONTIGUOUS):
+        return False
+    data[0] = <char*>cnp.PyArray_DATA(arr)
+    return True
+
+
+cdef inline bint _disjoint(const char* a, Py_ssize_t na, const char* b,
+                           Py_ssize_t nb) noexcept:
+    return na == 0 or nb == 0 or a + na <= b or b + nb <= a
+
+
+ctypedef struct Interval:
+    const char* lo
+    const char* hi
+    Py_ssize_t owner
+
+cdef int _cmp_interval(const void* x, const void* y) noexcept nogil:
+    cdef const Interval* a = <const Interval*>x
+    cdef const Interval* b = <const Interval*>y
+    return -1 if a.lo < b.lo else (1 if a.lo > b.lo else 0)
+
+
+cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes,
+                         object cache) except -1:
+    """True when a parameter shares memory with another parameter of the call, or a
+    gradient with another parameter: threads would then race, so the caller runs the
+    update serially, in order -- exactly as the reference does. The sorted parameter
+    intervals are cached (``cache``, a list owned by the optimizer) and re-sorted only
+    when the parameters' memory changes."""
+    cdef Py_ssize_t k, j, lo, hi, mid, m = 0
+    cdef bytes key
+    cdef Interval* iv
+    cdef bint params_overlap = False
+    cdef char* kbuf
+    # the cache key: every parameter's (pointer, byte size) in call order
+    key = bytes(ne * 2 * sizeof(Py_ssize_t))
+    kbuf = <char*>key
+    for k in range(ne):
+        (<Py_ssize_t*>kbuf)[2 * k] = <Py_ssize_t>e[k].p
+        (<Py_ssize_t*>kbuf)[2 * k + 1] = nbytes[k]
+    if len(cache) == 3 and cache[0] == key:
+        params_overlap = cache[2]
+        iv = <Interval*><char*>(<bytes>cache[1])
+        m = len(<bytes>cache[1]) // sizeof(Interval)
+    else:
+        ivs = bytes(ne * sizeof(Interval))
+        iv = <Interval*><char*>ivs
+        for k in range(ne):
+            if nbytes[k]:
+                iv[m].lo = e[k].p
+                iv[m].hi = e[k].p + nbytes[k]
+                iv[m].owner = k
+                m += 1
+        qsort(iv, m, sizeof(Interval), _cmp_interval)
+        for k in range(1, m):
+            if iv[k].lo < iv[k - 1].hi:
+                params_overlap = True
+                break
+        ivs = ivs[:m * sizeof(Interval)]
+        iv = <Interval*><char*>ivs
+        cache[:] = [key, ivs, params_overlap]
+    if params_overlap:
+        return True
+    # each gradient against the sorted, disjoint parameter intervals
+    for k in range(ne):
+        if not nbytes[k]:
+            continue
+        lo, hi = 0, m  # last interval with iv.lo < gradient end
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if iv[mid].lo < e[k].g + nbytes[k]:
+                lo = mid + 1
+            else:
+                hi = mid
+        j = lo - 1
+        if j >= 0 and iv[j].hi > e[k].g and iv[j].owner != k:
+            return True
+    return False
+
+
+def update_many(int rule, object params, object grads, dict slots, object scalars_fn,
+                object slow_fn, object pairs_fn, int num_threads, list cache):
+    """Update every parameter of one optimizer call in one pass over memory.
+
+    params, grads: two dicts with the same keys, or two lists/tuples of equal length
+        (the caller checked the kinds and the lengths).
+    slots: key -> [step, state buffer, ...] (the optimizer's state).
+    scalars_fn(step) -> tuple of the rule's scalars for that step, in kernel order.
+    slow_fn(key, param, grad, slot_or_None) -> (param, grad, slot): the Python path for
+        anything the C checks do not take as it is. It raises the user-facing error for
+        bad input, or returns a base-class view of the parameter, the gradient (a copy in
+        the parameter's memory order if it was strided or shared memory with it) and the
+        slot (new, or re-laid out) to use.
+    pairs_fn(params, grads): raises the error for mismatched keys.
+    cache: a list owned by the optimizer (see _cross_overlap).
+
+    Every array is checked before any is written; an exception leaves everything as it
+    was. Steps are counted per parameter.
+    """
+    cdef bint is_dict = type(params) is dict
+    cdef Py_ssize_t n = len(params)
+    cdef Py_ssize_t i, k, pos = 0, total = 0, step, last_step = -1
+    cdef int nstate = N_STATE[rule], last_sc = -1, nt
+    cdef PyObject* kp
+    cdef PyObject* vp
+    cdef PyObject* gp
+    cdef PyObject* sp
+    cdef ArrInfo pi
+    cdef char* gdata
+    cdef char* sdata[2]
+    cdef bint ok
+    cdef Entry* e = NULL
+    cdef ScalarSet* ss = NULL
+    cdef Py_ssize_t* steps = NULL
+    cdef Py_ssize_t* nbytes = NULL
+    cdef PyObject** slotp = NULL
+    cdef list keep = []         # references that must outlive the pointer table
+    cdef list pending = None    # (key, new slot) stored only once everything is checked
+    cdef list step_values = []  # distinct steps, in order of their scalar-set index
+    cdef dict step_index = None
+    if n == 0:
+        return
+    e = <Entry*>PyMem_Malloc(n * sizeof(Entry))
+    steps = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+    nbytes = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+    slotp = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
+    if e == NULL or steps == NULL or nbytes == NULL or slotp == NULL:
+        PyMem_Free(e); PyMem_Free(steps); PyMem_Free(nbytes); PyMem_Free(slotp)
+        raise MemoryError()
+    try:
+        # -- 1. check everything, gather pointers; nothing is written -----------------
+        for i in range(n):
+            if is_dict:
+                PyDict_Next(params, &pos, &kp, &vp)
+                key = <object>kp
+                p = <object>vp
+                gp = PyDict_GetItem(grads, key)
+                if gp == NULL:
+                    pairs_fn(params, grads)  # raises the missing-key error
+                    raise RuntimeError("internal error: missing gradient not reported")
+                g = <object>gp
+            else:
+                key = i
+                p = params[i]
+                g = grads[i]
+            sp = PyDict_GetItem(slots, key)
+            ok = _param_ok(p, &pi) and _like(g, &pi, False, &gdata) \
+                and _disjoint(pi.data, pi.nbytes, gdata, pi.nbytes) and sp != NULL
+            if ok:
+                slot = <object>sp
+                ok = type(slot) is list and len(<list>slot) == nstate + 1
+                for k in range(nstate):
+                    ok = ok and _like((<list>slot)[k + 1], &pi, True, &sdata[k])
+            if not ok:
+                # the Python path: raises for bad input, else flat views / copies
+                res = slow_fn(key, p, g, <object>sp if sp != NULL else None)
+                keep.append(res)
+                pflat, gflat, slot = res
+                if not _param_ok(pflat, &pi) or not _like(gflat, &pi, False, &gdata):
+                    raise RuntimeError("internal error: slow path returned bad arrays")
+                for k in range(nstate):
+                    if not _like((<list>slot)[k + 1], &pi, True, &sdata[k]):
+                        raise RuntimeError("internal error: slow path returned bad state")
+                if sp == NULL or slot is not <object>sp:
+                    if pending is None:
+                        pending = []
+                    pending.append((key, slot))
+            e[i].p = pi.data
+            e[i].g = gdata
+            e[i].s0 = sdata[0] if nstate > 0 else NULL
+            e[i].s1 = sdata[1] if nstate > 1 else NULL
+            e[i].n = pi.size
+            e[i].start = total
+            e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
+            total += pi.size
+            nbytes[i] = pi.nbytes
+            slotp[i] = <PyObject*>slot
+            step = <Py_ssize_t>(<list>slot)[0] + 1
+            steps[i] = step
+            if step != last_step:
+                if step_index is None:
+                    step_index = {}
+                idx = step_index.get(step)
+                if idx is None:
+                    idx = step_index[step] = len(step_values)
+                    step_values.append(step)
+                last_step, last_sc = step, idx
+            e[i].sc = last_sc
+        if is_dict and len(grads) != n:
+            pairs_fn(params, grads)  # raises the extra-key error
+            raise RuntimeError("internal error: extra gradients not reported")
+
+        # -- 2. the scalars of every distinct step (Python, float64) -------------------
+        ss = <ScalarSet*>PyMem_Malloc(len(step_values) * sizeof(ScalarSet))
+        if ss == NULL:
+            raise MemoryError()
+        for k in range(len(step_values)):
+            _fill_scalars(&ss[k], tuple(scalars_fn(step_values[k])))
+
+        # -- 3. nothing can fail from here on ------------------------------------------
+        nt = _threads(rule, num_threads, total)
+        if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
+            nt = 1
+        if pending is not None:
+            for key, slot in pending:
+                slots[key] = slot
+        with nogil:
+            _run(rule, e, n, total, ss, nt)
+        for i in range(n):
+            (<list>slotp[i])[0] = steps[i]
+    finally:
+        PyMem_Free(e)
+        PyMem_Free(ss)
+        PyMem_Free(steps)
+        PyMem_Free(nbytes)
+        PyMem_Free(slotp)
+
+
+# ---------------------------------------------------------------------------------------
+# Build, CPU and thread facts; the serial thresholds
+# ---------------------------------------------------------------------------------------
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(FO_HAVE_OPENMP)
+
+
+def max_threads():
+    """Threads a step may use now: OpenMP's current maximum (honours OMP_NUM_THREADS
+    and threadpoolctl), or 1 in a serial build."""
+    return fo_max_threads()
+
+
+def cpu_supports():
+    """The vector targets this CPU can run: {"baseline": True, "avx2": ..., "avx512": ...}."""
+    return {"baseline": True, "avx2": bool(fo_cpu_has_avx2()),
+            "avx512": bool(fo_cpu_has_avx512())}
+
+
+def build_info():
+    """The compiler family, flags and vector target this module was built with."""
+    return {
+        "compiler": FASTOPTIM_COMPILER.decode("ascii", "replace"),
+        "flags": FASTOPTIM_BUILD_FLAGS.decode("ascii", "replace"),
+        "target": TARGET,
+    }
+
+
+def get_parallel_thresholds():
+    """Element counts below which a step runs serially: {"light": n, "heavy": n}."""
+    return {"light": _threshold_light, "heavy": _threshold_heavy}
+
+
+def set_parallel_thresholds(light=None, heavy=None):
+    """Change the serial thresholds (for tuning and tests); returns the old values."""
+    global _threshold_light, _threshold_heavy
+    old = get_parallel_thresholds()
+    if light is not None:
+        if light < 0:
+            raise ValueError(f"light threshold must be >= 0, got {light}")
+        _threshold_light = light
+    if heavy is not None:
+        if heavy < 0:
+            raise ValueError(f"heavy threshold must be >= 0, got {heavy}")
+        _threshold_heavy = heavy
+    return old
+
+
+def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
+    """The thread count a step over n elements would use (for tests and tuning)."""
+    return _threads(R_ADAM if heavy else R_SGD, num_threads, n)
+
+
+# ---------------------------------------------------------------------------------------
+# The streaming roofline (for fastoptim bench): the memory traffic of a rule with none of
+# its arithmetic -- k buffers updated in place from one read-only buffer, so k = 1, 2, 3
+# moves the bytes of SGD; Momentum/Nesterov/AdaGrad/RMSprop; AdaDelta/Adam/AdamW.
+# ---------------------------------------------------------------------------------------
+
+cdef void _stream_range(floating* a, floating* b, floating* c, const floating* r,
+                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    if c != NULL:
+        for i in range(lo, hi):
+            a[i] = a[i] + r[i]
+            b[i] = b[i] + r[i]
+            c[i] = c[i] + r[i]
+    elif b != NULL:
+        for i in range(lo, hi):
+            a[i] = a[i] + r[i]
+            b[i] = b[i] + r[i]
+    else:
+        for i in range(lo, hi):
+            a[i] = a[i] + r[i]
+
+
+def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
+           floating[::1] c=None, *, int num_threads=1):
+    """a += read (and b, c likewise), split evenly over num_threads threads."""
+    cdef Py_ssize_t n = read.shape[0]
+    cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP else 1
+    cdef floating* pb = NULL
+    cdef floating* pc = NULL
+    _length(n, a.shape[0], b.shape[0] if b is not None else -1,
+            c.shape[0] if c is not None else -1)
+    if n == 0:
+        return
+    if b is not None:
+        pb = &b[0]
+    if c is not None:
+        if pb == NULL:
+            raise ValueError("give b before c")
+        pc = &c[0]
+    with nogil:
+        if nt <= 1:
+            _stream_range(&a[0], pb, pc, &read[0], 0, n)
+        else:
+            for t in prange(nt, schedule="static", num_threads=nt):
+                _stream_range(&a[0], pb, pc, &read[0], _split(n, nt, t),
+                              _split(n, nt, t + 1))

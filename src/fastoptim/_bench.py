@@ -1,0 +1,235 @@
+"""``fastoptim bench``: how fast this machine's optimizer steps are, and how close to the
+memory roofline.
+
+For each rule and size it times one ``update`` of a single parameter with fastoptim,
+with the NumPy reference (``backend="numpy"``) and, when torch is installed, with the
+torch.optim implementation users compare against (fused where torch has a fused CPU
+kernel). Next to them it times the *streaming roofline*: the same buffers read and
+written in place with no arithmetic (``k`` buffers updated from one read-only buffer),
+i.e. the same bytes moved as fast as this machine moves them. Every case is measured
+interleaved (A, B, C, A, B, C, ...) and reported as the median.
+
+Bytes per element (float32; float64 doubles them): SGD 12; Momentum, Nesterov, AdaGrad,
+RMSprop 20; AdaDelta, Adam, AdamW 28.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+CLASSES = {"sgd": "SGD", "momentum": "Momentum", "nesterov": "Nesterov",
+           "adagrad": "AdaGrad", "rmsprop": "RMSprop", "adadelta": "AdaDelta",
+           "adam": "Adam", "adamw": "AdamW"}
+# buffers updated in place per element (parameter + state); the gradient is read
+INPLACE = {"sgd": 1, "momentum": 2, "nesterov": 2, "adagrad": 2, "rmsprop": 2,
+           "adadelta": 3, "adam": 3, "adamw": 3}
+
+
+def bytes_per_element(rule, dtype):
+    return (2 * INPLACE[rule] + 1) * np.dtype(dtype).itemsize
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def torch_step(rule, n, dtype, threads):
+    """A torch.optim step over one tensor of n elements, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    p = torch.zeros(n, dtype=tdtype)
+    p.grad = torch.full((n,), 1e-3, dtype=tdtype)
+    O = torch.optim
+    make = {
+        "sgd": lambda: O.SGD([p], lr=1e-3, fused=True),
+        "momentum": lambda: O.SGD([p], lr=1e-3, momentum=0.9, fused=True),
+        "nesterov": lambda: O.SGD([p], lr=1e-3, momentum=0.9, nesterov=True, fused=True),
+        "adagrad": lambda: O.Adagrad([p], lr=1e-2, fused=True),
+        "rmsprop": lambda: O.RMSprop([p], lr=1e-2, foreach=True),
+        "adadelta": lambda: O.Adadelta([p], lr=1.0, foreach=True),
+        "adam": lambda: O.Adam([p], lr=1e-3, fused=True),
+        "adamw": lambda: O.AdamW([p], lr=1e-3, fused=True),
+    }[rule]
+    opt = make()
+    return opt.step
+
+
+def fastoptim_step(rule, n, dtype, threads, backend):
+    import fastoptim as fo
+
+    cls = getattr(fo, CLASSES[rule])
+    opt = cls(num_threads=threads, backend=backend)
+    params = [np.zeros(n, dtype)]
+    grads = [np.full(n, 1e-3, dtype)]
+    return lambda: opt.update(params, grads)
+
+
+def roofline_step(rule, n, dtype, threads):
+    from fastoptim._dispatch import kernels
+
+    k = INPLACE[rule]
+    read = np.full(n, 1e-3, dtype)
+    bufs = [np.zeros(n, dtype) for _ in range(k)]
+    # the same thread count the rule's update would use for this size
+    nt = kernels._effective_threads(n, threads, rule not in ("sgd", "momentum", "nesterov"))
+    return lambda: kernels.stream(read, *bufs, num_threads=nt)
+
+
+def measure(calls, budget):
+    """Interleaved medians (seconds) of the callables in ``calls`` (name -> fn)."""
+    for fn in calls.values():  # warm up: first touch of every page, threads awake
+        fn()
+        fn()
+    first = {}
+    for name, fn in calls.items():
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+    reps = int(min(400, max(3, budget / max(sum(first.values()), 1e-7))))
+    times = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, fn in calls.items():
+            t0 = time.perf_counter_ns()
+            fn()
+            times[name].append((time.perf_counter_ns() - t0) * 1e-9)
+    return {name: statistics.median(t) for name, t in times.items()}, reps
+
+
+def run(rules, sizes, dtype, threads, with_torch, budget, progress):
+    import fastoptim as fo
+
+    rows = []
+    cases = [(r, n) for n in sizes for r in rules]
+    for i, (rule, n) in enumerate(cases, 1):
+        progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")
+        calls = {
+            "fastoptim": fastoptim_step(rule, n, dtype, threads, "cython"),
+            "reference": fastoptim_step(rule, n, dtype, threads, "numpy"),
+            "roofline": roofline_step(rule, n, dtype, threads),
+        }
+        if with_torch:
+            step = torch_step(rule, n, dtype, threads)
+            if step is not None:
+                calls["torch"] = step
+        med, reps = measure(calls, budget)
+        nbytes = bytes_per_element(rule, dtype) * n
+        row = {"rule": rule, "n": n, "dtype": np.dtype(dtype).name, "threads": threads,
+               "repeats": reps, "bytes": nbytes,
+               **{f"{k}_s": v for k, v in med.items()},
+               **{f"{k}_gbs": nbytes / v / 1e9 for k, v in med.items()}}
+        row["roofline_pct"] = 100.0 * med["roofline"] / med["fastoptim"]
+        row["speedup_vs_reference"] = med["reference"] / med["fastoptim"]
+        if "torch" in med:
+            row["speedup_vs_torch"] = med["torch"] / med["fastoptim"]
+        rows.append(row)
+    progress("")
+    cfg = fo.get_config()
+    return {"fastoptim": cfg["version"], "cpu": cpu_name(), "cpu_target": cfg["cpu_target"],
+            "threads": threads, "openmp": cfg["openmp"], "dtype": np.dtype(dtype).name,
+            "torch": _torch_version() if with_torch else None, "rows": rows}
+
+
+def _torch_version():
+    try:
+        import torch
+        return torch.__version__
+    except ImportError:
+        return None
+
+
+def _fmt_time(s):
+    return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+
+
+def table(result):
+    has_torch = any("torch_s" in r for r in result["rows"])
+    head = ["rule", "n", "fastoptim", "GB/s", "% roofline", "× reference"]
+    if has_torch:
+        head += ["torch", "× torch"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in result["rows"]:
+        cells = [r["rule"], f"{r['n']:.0e}", _fmt_time(r["fastoptim_s"]),
+                 f"{r['fastoptim_gbs']:.1f}", f"{r['roofline_pct']:.0f}%",
+                 f"{r['speedup_vs_reference']:.1f}"]
+        if has_torch:
+            cells += [_fmt_time(r["torch_s"]), f"{r['speedup_vs_torch']:.2f}"] \
+                if "torch_s" in r else ["—", "—"]
+        lines.append(" | ".join(cells))
+    return "\n".join("| " + line + " |" for line in lines)
+
+
+def main(argv=None):
+    import fastoptim as fo
+
+    ap = argparse.ArgumentParser(
+        prog="fastoptim bench",
+        description="Time every optimizer step on this machine against the NumPy "
+                    "reference, the memory roofline and (if installed) torch.optim.")
+    ap.add_argument("--rules", default=",".join(RULES),
+                    help="comma-separated rules (default: all eight)")
+    ap.add_argument("--sizes", default="1e5,1e6,1e7",
+                    help="comma-separated element counts (default: 1e5,1e6,1e7)")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads (default: OpenMP's maximum)")
+    ap.add_argument("--no-torch", action="store_true", help="skip torch.optim even if installed")
+    ap.add_argument("--budget", type=float, default=0.25,
+                    help="seconds of measurement per case, roughly (default 0.25)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+
+    rules = [r.strip().lower() for r in args.rules.split(",") if r.strip()]
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        ap.error(f"unknown rule(s) {bad}; choose from {RULES}")
+    try:
+        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--sizes must be numbers, got {args.sizes!r}")
+    if any(n < 1 for n in sizes):
+        ap.error("--sizes must be >= 1")
+    threads = args.threads or fo.get_config()["threads"]
+
+    tty = sys.stderr.isatty()
+
+    def progress(msg):
+        if tty:
+            sys.stderr.write("\r\033[K" + msg)
+        elif msg:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+    t0 = time.perf_counter()
+    result = run(rules, sizes, args.dtype, threads, not args.no_torch, args.budget, progress)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"fastoptim {result['fastoptim']} ({result['cpu_target']}), {result['cpu']}, "
+              f"{threads} thread(s), {result['dtype']}"
+              + (f", torch {result['torch']}" if result["torch"] else ", torch not installed")
+              + f"; {result['seconds']} s")
+        print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The multi-array engine (one pass over every array of an update call) and the CPU
+targets: bit-identical to the reference for every target this machine runs, for any
+thread count, across array boundaries, mixed dtypes and steps, aliasing, and arrays that
+change between calls."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+from fastoptim import _dispatch, optimizers
+
+from conftest import HYPER, OPTIMIZERS, assert_same
+
+TARGETS = _dispatch.supported()
+
+
+@pytest.fixture(params=TARGETS)
+def target(request, monkeypatch):
+    """Run the optimizer classes on one CPU target's kernels."""
+    module = _dispatch.load(request.param)
+    monkeypatch.setattr(optimizers, "_kernels", module)
+    return module
+
+
+@pytest.fixture
+def parallel_everything(target):
+    old = target.set_parallel_thresholds(light=0, heavy=0)
+    yield target
+    target.set_parallel_thresholds(**old)
+
+
+def model(rng, dtypes=(np.float32, np.float64)):
+    """Arrays of awkward sizes (SIMD tails, 0-d, empty), both dtypes, C and F order."""
+    shapes = [(), (1,), (7,), (0,), (31, 33), (1031,), (5, 0), (17, 3, 5), (4099,)]
+    params = {}
+    for i, shape in enumerate(shapes):
+        a = rng.standard_normal(shape).astype(dtypes[i % len(dtypes)])
+        params[f"p{i}"] = np.asfortranarray(a) if i % 3 == 1 and a.ndim > 1 else a
+    return params
+
+
+def run_model(cls, params, grads_seq, **kw):
+    opt = cls(**HYPER[cls], **kw)
+    for grads in grads_seq:
+        opt.update(params, grads)
+    return opt
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_every_target_matches_reference_across_arrays(cls, num_threads, parallel_everything):
+    rng = np.random.default_rng(0)
+    p_fast = model(rng)
+    p_ref = {k: v.copy(order="K") for k, v in p_fast.items()}
+    grads_seq = [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in p_fast.items()}
+                 for _ in range(10)]
+    of = run_model(cls, p_fast, grads_seq, num_threads=num_threads)
+    orf = run_model(cls, p_ref, grads_seq, backend="numpy")
+    for k in p_fast:
+        assert_same(p_fast[k], p_ref[k])
+        for n, b in of.state[k].items():
+            if n == "step":
+                assert b == orf.state[k]["step"] == 10
+            else:
+                assert_same(b, orf.state[k][n])
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_large_arrays_every_target(cls, target):
+    """Above the default thresholds: the real parallel split of the default build."""
+    rng = np.random.default_rng(1)
+    p = {"a": rng.standard_normal(70_001).astype(np.float32),
+         "b": rng.standard_normal((300, 101)),
+         "c": rng.standard_normal(5).astype(np.float32)}
+    q = {k: v.copy() for k, v in p.items()}
+    gs = [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in p.items()}
+          for _ in range(4)]
+    run_model(cls, p, gs)
+    run_model(cls, q, gs, backend="numpy")
+    for k in p:
+        assert_same(p[k], q[k])
+
+
+def test_steps_differ_within_one_call(parallel_everything):
+    """Parameters at different steps in one call get their own Adam bias corrections."""
+    rng = np.random.default_rng(2)
+    base = {f"w{i}": rng.standard_normal(100) for i in range(4)}
+    fast = {k: v.copy() for k, v in base.items()}
+    ref = {k: v.copy() for k, v in base.items()}
+    of, orf = fo.Adam(lr=0.1, num_threads=2), fo.Adam(lr=0.1, backend="numpy")
+    for i in range(4):  # parameter w{i} joins at call i: steps 4, 3, 2, 1 at the end
+        keys = [f"w{j}" for j in range(i + 1)]
+        g = {k: rng.standard_normal(100) for k in keys}
+        of.update({k: fast[k] for k in keys}, g)
+        orf.update({k: ref[k] for k in keys}, g)
+    assert [of.state[f"w{i}"]["step"] for i in range(4)] == [4, 3, 2, 1]
+    for k in base:
+        assert_same(fast[k], ref[k])
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_tied_parameters_are_updated_in_order(num_threads, parallel_everything):
+    """The same array under two keys (tied weights) is updated twice, in key order, as
+    by the reference: shared memory between parameters makes the call run serially."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(5000)
+    w_ref = w.copy()
+    other, other_ref = rng.standard_normal(5000), None
+    other_ref = other.copy()
+    g1, g2, g3 = (rng.standard_normal(5000) for _ in range(3))
+    fo.Momentum(lr=0.1, num_threads=num_threads).update(
+        {"enc": w, "x": other, "dec": w}, {"enc": g1, "x": g2, "dec": g3})
+    fo.Momentum(lr=0.1, backend="numpy").update(
+        {"enc": w_ref, "x": other_ref, "dec": w_ref}, {"enc": g1, "x": g2, "dec": g3})
+    assert_same(w, w_ref)
+    assert_same(other, other_ref)
+
+
+def test_gradient_sharing_memory_with_another_parameter(parallel_everything):
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(3000), rng.standard_normal(3000)
+    a2, b2 = a.copy(), b.copy()
+    # b's gradient is the parameter a, which this call updates first
+    fo.SGD(lr=0.5, num_threads=2).update({"a": a, "b": b}, {"a": np.ones(3000), "b": a})
+    fo.SGD(lr=0.5, backend="numpy").update({"a": a2, "b": b2}, {"a": np.ones(3000), "b": a2})
+    assert_same(a, a2)
+    assert_same(b, b2)
+
+
+def test_arrays_that_change_between_calls(parallel_everything):
+    """Nothing is cached that could go stale: swapped, reshaped, re-flagged arrays."""
+    rng = np.random.default_rng(5)
+    params = {"a": rng.standard_normal((40, 50)), "b": rng.standard_normal(2000)}
+    grads = {k: np.ones_like(v) for k, v in params.items()}
+    opt = fo.Adam(num_threads=2)
+    opt.update(params, grads)
+    # swap in a new array of the same shape: it is the one updated, with the old state
+    new_a = params["a"].copy()
+    params["a"] = new_a
+    before = new_a.copy()
+    opt.update(params, grads)
+    assert not np.array_equal(new_a, before) and opt.state["a"]["step"] == 2
+    # reshape the parameter in place (same memory, new shape): state no longer fits
+    params["a"].shape = (50, 40)
+    with pytest.raises(ValueError, match="state 'exp_avg' of parameter 'a' has shape "
+                                         r"\(40, 50\)"):
+        opt.update(params, {"a": np.ones((50, 40)), "b": grads["b"]})
+    params["a"].shape = (40, 50)
+    # make it read-only: refused, nothing changed
+    params["b"].flags.writeable = False
+    snap = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match="parameter 'b' is read-only"):
+        opt.update(params, grads)
+    for k in params:
+        assert_same(params[k], snap[k])
+    params["b"].flags.writeable = True
+    # view it with another dtype: refused with the dtype error
+    params["b"] = params["b"].view(np.float32)
+    with pytest.raises(TypeError, match="gradient 'b' has dtype float64 but its "
+                                        "parameter is float32"):
+        opt.update(params, grads)
+
+
+def test_overlap_cache_sees_new_aliasing(parallel_everything):
+    """The pointer check is cached by the parameters' memory: a call whose parameters
+    start sharing memory is detected even after calls that did not."""
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal(4000), rng.standard_normal(4000)
+    opt, ref = fo.SGD(lr=0.1, num_threads=2), fo.SGD(lr=0.1, backend="numpy")
+    a2, b2 = a.copy(), b.copy()
+    for params, rparams in [({"a": a, "b": b}, {"a": a2, "b": b2}),
+                            ({"a": a, "b": a}, {"a": a2, "b": a2}),
+                            ({"a": a, "b": b}, {"a": a2, "b": b2})]:
+        g = {"a": np.ones(4000), "b": np.full(4000, 2.0)}
+        opt.update(params, g)
+        ref.update(rparams, g)
+        assert_same(a, a2)
+        assert_same(b, b2)
+
+
+def test_sequence_and_single_array_forms(target):
+    rng = np.random.default_rng(7)
+    ps = [rng.standard_normal(10), rng.standard_normal((3, 4))]
+    qs = [p.copy() for p in ps]
+    gs = (np.ones(10), np.ones((3, 4)))
+    fo.Adam().update(ps, gs)           # a list and a tuple
+    fo.Adam(backend="numpy").update(tuple(qs), list(gs))
+    for p, q in zip(ps, qs):
+        assert_same(p, q)
+    w, w2 = rng.standard_normal(6), None
+    w2 = w.copy()
+    fo.Adam().update(w, np.ones(6))   # one array
+    fo.Adam(backend="numpy").update(w2, np.ones(6))
+    assert_same(w, w2)
+
+
+def test_every_built_target_is_reported():
+    cfg = fo.get_config()
+    assert cfg["cpu_target"] in cfg["cpu_targets"] == TARGETS
+    assert cfg["cpu_targets"][-1] == "baseline"
+    for t in TARGETS:
+        assert _dispatch.load(t).build_info()["target"] == t
+
+
+@pytest.mark.parametrize("wanted", ["baseline", "avx2", "avx512", "nonsense"])
+def test_fastoptim_cpu_override(wanted):
+    code = ("import warnings, fastoptim; warnings.simplefilter('always');"
+            "print(fastoptim.get_config()['cpu_target'])")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code],
+                         env={**os.environ, "FASTOPTIM_CPU": wanted},
+                         capture_output=True, text=True, check=True)
+    if wanted in TARGETS:
+        assert out.stdout.strip() == wanted
+        assert "not available" not in out.stderr
+    else:
+        assert out.stdout.strip() == TARGETS[0]
+        assert f"FASTOPTIM_CPU={wanted!r} is not available" in out.stderr
+
+
+def test_roofline_stream_kernel(target):
+    r = np.arange(10, dtype=np.float32)
+    a, b, c = (np.ones(10, np.float32) for _ in range(3))
+    target.stream(r, a, b, c, num_threads=2)
+    for x in (a, b, c):
+        assert_same(x, 1 + r)
+    with pytest.raises(ValueError, match="a state buffer has 9 elements"):
+        target.stream(r, a, np.ones(9, np.float32))

@@ -118,6 +118,10 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress):
 
     rows = []
     cases = [(r, n) for n in sizes for r in rules]
+    torch_times = {}
+    if with_torch and _torch_version() is not None:
+        progress(f"torch.optim: {len(cases)} cases in a separate process")
+        torch_times = _torch_in_subprocess(cases, dtype, threads, budget)
     for i, (rule, n) in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")
         calls = {
@@ -125,11 +129,9 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress):
             "reference": fastoptim_step(rule, n, dtype, threads, "numpy"),
             "roofline": roofline_step(rule, n, dtype, threads),
         }
-        if with_torch:
-            step = torch_step(rule, n, dtype, threads)
-            if step is not None:
-                calls["torch"] = step
         med, reps = measure(calls, budget)
+        if (rule, n) in torch_times:
+            med["torch"] = torch_times[(rule, n)]
         nbytes = bytes_per_element(rule, dtype) * n
         row = {"rule": rule, "n": n, "dtype": np.dtype(dtype).name, "threads": threads,
                "repeats": reps, "bytes": nbytes,
@@ -144,7 +146,30 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress):
     cfg = fo.get_config()
     return {"fastoptim": cfg["version"], "cpu": cpu_name(), "cpu_target": cfg["cpu_target"],
             "threads": threads, "openmp": cfg["openmp"], "dtype": np.dtype(dtype).name,
-            "torch": _torch_version() if with_torch else None, "rows": rows}
+            "torch": _torch_version() if torch_times else None, "rows": rows}
+
+
+def _torch_in_subprocess(cases, dtype, threads, budget):
+    """Time torch.optim in a process of its own. torch ships its own OpenMP runtime; in
+    one process, its worker threads and fastoptim's spin on the same two cores after each
+    call, and interleaved timings of either become meaningless (milliseconds per call)."""
+    import subprocess
+
+    spec = json.dumps({"cases": cases, "dtype": np.dtype(dtype).name, "threads": threads,
+                       "budget": budget})
+    out = subprocess.run([sys.executable, "-m", "fastoptim._bench", "--torch-worker", spec],
+                         capture_output=True, text=True, check=True)
+    return {(r, n): t for r, n, t in json.loads(out.stdout)}
+
+
+def _torch_worker(spec):
+    spec = json.loads(spec)
+    out = []
+    for rule, n in spec["cases"]:
+        step = torch_step(rule, n, spec["dtype"], spec["threads"])
+        med, _ = measure({"torch": step}, spec["budget"] / 3)
+        out.append((rule, n, med["torch"]))
+    print(json.dumps(out))
 
 
 def _torch_version():
@@ -232,4 +257,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
+        _torch_worker(sys.argv[2])
+    else:
+        sys.exit(main())

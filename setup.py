@@ -128,9 +128,12 @@ class BuildExt(build_ext):
 def extensions():
     from Cython.Build import cythonize
 
-    ext = Extension("fastoptim._kernels", ["kernels/_kernels.pyx"])
+    exts = [
+        Extension("fastoptim._kernels", ["kernels/_kernels.pyx"]),
+        Extension("fastoptim._clip", ["kernels/_clip.pyx"]),
+    ]
     return cythonize(
-        [ext],
+        exts,
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

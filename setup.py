@@ -116,7 +116,7 @@ class BuildExt(build_ext):
 
         for ext in self.extensions:
             target = ext.name.rsplit("_", 1)[1]
-            ext_args = compile_args + (TARGET_FLAGS[target] if ctype != "msvc" else [])
+            ext_args = compile_args + (TARGET_FLAGS.get(target, []) if ctype != "msvc" else [])
             flags = " ".join(ext_args)
             ext.extra_compile_args = ext_args
             ext.extra_link_args = list(link_args)
@@ -160,6 +160,7 @@ def extensions():
         )
         for t in targets
     ]
+    exts.append(Extension("fastoptim._clip", ["kernels/_clip.pyx"]))
     return cythonize(
         exts,
         compiler_directives={

@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 import fastoptim as fo
-from fastoptim import _core, _kernels
+from fastoptim import _core
+from fastoptim._dispatch import kernels as _kernels
 
 SIZES = [1, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144]
 

@@ -1,5 +1,6 @@
-"""The README's main job: examples/train_mlp.py trains a small NumPy MLP with every
-optimizer. Run it with tiny settings, through both backends."""
+"""The minimal, dependency-free example: examples/train_mlp.py trains a small NumPy MLP
+with every optimizer. Run it with tiny settings, through both backends. (The README's
+main job is now `fastoptim demo`, tested in test_cli.py.)"""
 
 import importlib.util
 from pathlib import Path

@@ -9,17 +9,21 @@
 (np.float64(0.95), np.float64(-0.1))
 
 Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
-pure-NumPy specification the kernels are bit-identical to).
+pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``
+(:func:`clip_grad_norm` and its reference), ``fastoptim.schedules`` (learning-rate
+schedules), ``fastoptim.nn`` (a small NumPy network toolkit).
 """
 
-from . import _dispatch, functional, reference
+from . import _dispatch, clip, functional, nn, reference, schedules
 from ._dispatch import kernels as _kernels
 from ._version import __version__
+from .clip import clip_grad_norm, clip_grad_norm_reference
 from .optimizers import (SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov,
                          Optimizer, RMSprop)
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
-           "AdamW", "Optimizer", "functional", "reference", "get_config", "show_config",
+           "AdamW", "Optimizer", "functional", "reference", "schedules", "nn", "clip",
+           "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
            "__version__"]
 
 

@@ -1,3 +1,5 @@
+"""``python -m fastoptim`` runs the ``fastoptim`` command (see fastoptim.cli)."""
+
 import sys
 
 from .cli import main

@@ -1,8 +1,8 @@
 """The pure-NumPy reference: the executable form of SPEC.md.
 
 One function per rule, with the same name, signature and order of operations as the
-compiled kernel in ``fastoptim._kernels``, so that both give bit-identical results for
-float32 and float64. Each function updates ``param`` and its state buffers in place and
+compiled kernel (``fastoptim._kernels_<target>``, chosen by ``fastoptim._dispatch``), so
+that both give bit-identical results for float32 and float64. Each function updates ``param`` and its state buffers in place and
 never writes to ``grad``.
 
 Conventions shared with the kernels:

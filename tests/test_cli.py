@@ -1,0 +1,217 @@
+"""The fastoptim command: demo and paths with tiny settings (files written, CSV contents),
+the optional-dependency guard, and a core import that stays NumPy-only."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+from fastoptim import cli, datasets
+
+ROOT = Path(__file__).resolve().parent.parent
+EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    return header, rows
+
+
+def assert_png(path):
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_demo_digits_every_optimizer(tmp_path, capsys):
+    assert cli.main(["demo", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    header, rows = read_csv(tmp_path / "loss_curves.csv")
+    assert header == ["optimizer", "epoch", "train_loss", "test_loss", "test_accuracy"]
+    assert [(r["optimizer"], r["epoch"]) for r in rows] == [
+        (name, str(e)) for name in EIGHT for e in (0, 1)]
+    # Same initial weights for everyone: the same loss at epoch 0.
+    assert len({r["train_loss"] for r in rows if r["epoch"] == "0"}) == 1
+    for r in rows:
+        assert np.isfinite(float(r["train_loss"])) and 0 <= float(r["test_accuracy"]) <= 1
+    assert_png(tmp_path / "loss_curves.png")
+    table = out[out.index("optimizer  final loss"):]
+    for name in EIGHT:
+        line = next(li for li in table.splitlines() if li.startswith(name + " "))
+        assert "bit-identical" in line and re.search(r"\d+\.\dx", line)
+    assert "NumPy reference" in out and "wrote" in out
+
+
+def test_demo_apartment_regression(tmp_path, capsys):
+    assert cli.main(["demo", "--dataset", "apartment", "--epochs", "3", "--optimizers",
+                     "sgd,Adam", "--out", str(tmp_path / "apt"), "--no-progress",
+                     "--seed", "3"]) == 0
+    header, rows = read_csv(tmp_path / "apt" / "loss_curves.csv")
+    assert header == ["optimizer", "epoch", "train_loss", "train_rmse"]
+    assert [(r["optimizer"], int(r["epoch"])) for r in rows] == [
+        (n, e) for n in ("SGD", "Adam") for e in range(4)]
+    # RMSE in price units = sqrt(MSE of standardised prices) * std of the prices
+    y_std = datasets.load_apartment()[1].std()
+    for r in rows:
+        assert float(r["train_rmse"]) == pytest.approx(
+            np.sqrt(float(r["train_loss"])) * y_std, rel=1e-6)
+    assert_png(tmp_path / "apt" / "loss_curves.png")
+    assert "MLP 2-2-1" in capsys.readouterr().out
+
+
+def test_demo_progress_bar(tmp_path, capsys):
+    assert cli.main(["demo", "--epochs", "2", "--optimizers", "adagrad", "--out",
+                     str(tmp_path), "--progress", "--hidden", "16,8"]) == 0
+    err = capsys.readouterr().err
+    assert "AdaGrad" in err and "2/2" in err and "epoch" in err
+
+
+def test_demo_is_reproducible(tmp_path):
+    args = ["demo", "--epochs", "1", "--optimizers", "momentum", "--no-progress"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "loss_curves.csv").read_text() == \
+        (tmp_path / "b" / "loss_curves.csv").read_text()
+
+
+def test_paths(tmp_path, capsys):
+    assert cli.main(["paths", "--steps", "5", "--functions", "book,saddle,beale,rosenbrock",
+                     "--out", str(tmp_path)]) == 0
+    header, rows = read_csv(tmp_path / "paths.csv")
+    assert header == ["function", "optimizer", "step", "x", "y", "f"]
+    seven = EIGHT[:7]
+    functions = ["book", "saddle", "beale", "rosenbrock"]
+    assert [(r["function"], r["optimizer"], int(r["step"])) for r in rows] == [
+        (f, n, s) for f in functions for n in seven for s in range(6)]
+    starts = {f: cli.PATH_FUNCTIONS[f]["start"] for f in functions}
+    for r in rows:
+        if r["step"] == "0":
+            assert (float(r["x"]), float(r["y"])) == starts[r["function"]]
+    assert_png(tmp_path / "paths.png")
+    for f in functions:
+        assert_png(tmp_path / f"paths_{f}.png")
+    assert "f at the last step" in capsys.readouterr().out
+
+
+def test_paths_use_the_real_optimizers():
+    # The book's example: x**2/20 + y**2 from (-7, 2), here with AdamW's class.
+    path = cli.optimizer_path("AdamW", "book", steps=4)
+    opt = fo.AdamW(**cli.PATH_FUNCTIONS["book"]["hyper"]["AdamW"])
+    p = np.array([-7.0, 2.0])
+    expected = [p.copy()]
+    for _ in range(4):
+        opt.update([p], [np.array([p[0] / 10, 2 * p[1]])])
+        expected.append(p.copy())
+    assert np.array_equal(path, np.array(expected))
+
+
+@pytest.mark.parametrize("name", list(cli.PATH_FUNCTIONS))
+def test_path_gradients_are_the_derivatives(name):
+    fn = cli.PATH_FUNCTIONS[name]["fn"]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        p = rng.uniform(-1.5, 1.5, 2)
+        _, g = fn(p)
+        h = 1e-6
+        num = [(fn(p + h * e)[0] - fn(p - h * e)[0]) / (2 * h) for e in np.eye(2)]
+        np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-6)
+    # the minimum (or the saddle point) has a zero gradient
+    assert np.allclose(fn(np.array(cli.PATH_FUNCTIONS[name]["target"]))[1], 0)
+
+
+def test_default_paths_end_near_the_minimum():
+    # With the chosen learning rates every optimizer gets closer to the minimum than
+    # its start on the three functions that have one.
+    for f in ("book", "rosenbrock", "beale"):
+        spec = cli.PATH_FUNCTIONS[f]
+        f0 = spec["fn"](np.array(spec["start"]))[0]
+        for name in cli.SEVEN:
+            assert spec["fn"](cli.optimizer_path(name, f)[-1])[0] < f0 / 10, (f, name)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--optimizers", "sgd,lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["paths", "--functions", "himmelblau"], "unknown function"),
+    (["demo", "--optimizers", ","], "--optimizers is empty"),
+])
+def test_bad_choices(argv, message, tmp_path, capsys):
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["demo", "--dataset", "mnist"],
+                                  ["demo", "--hidden", "10,x"], ["paths", "--steps", "-1"]])
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    assert "openmp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, module, shown", [
+    (["demo", "--epochs", "1"], "sklearn", "scikit-learn"),
+    (["demo", "--epochs", "1"], "tqdm", "tqdm"),
+    (["paths", "--steps", "1"], "matplotlib", "matplotlib"),
+])
+def test_missing_optional_library(argv, module, shown, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, module, None)      # import raises ImportError
+    assert cli.main(argv + ["--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert shown in err and 'pip install "fastoptim[demo]"' in err
+    assert not (tmp_path / "x").exists()
+
+
+def _env():
+    env = dict(os.environ)
+    src = str(Path(fo.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_core_import_is_numpy_only():
+    code = ("import sys, fastoptim, fastoptim.nn, fastoptim.schedules, fastoptim.clip, "
+            "fastoptim.datasets, fastoptim.cli; "
+            "print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm', 'scipy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(), check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_python_dash_m(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastoptim", "paths", "--steps", "2",
+                          "--functions", "saddle", "--optimizers", "sgd",
+                          "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=_env())
+    assert out.returncode == 0, out.stderr
+    assert_png(tmp_path / "paths_saddle.png")
+
+
+def test_console_script_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^\[project\.scripts\]\s*\nfastoptim = "fastoptim\.cli:main"', text, re.M)
+    assert callable(cli.main)
+
+
+def test_apartment_table_is_the_seed_table():
+    X, y = datasets.load_apartment()
+    assert X.shape == (10, 2) and y.shape == (10,)
+    # seed 004: ID 1 is (34 pyeong, 5 years, price 5), ID 8 is (60, 19, 6)
+    assert tuple(X[0]) == (34, 5) and y[0] == 5 and tuple(X[7]) == (60, 19) and y[7] == 6

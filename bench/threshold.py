@@ -1,6 +1,6 @@
 """Measure where a parallel step starts to pay off, per rule family.
 
-For each size, time one kernel call forced serial (threshold above the size) and forced
+For each size, time one optimizer update forced serial (threshold above the size) and forced
 parallel (threshold 0), interleaved, and print the medians and the ratio. The first size
 where parallel wins steadily is the serial threshold to choose for this machine.
 
@@ -14,22 +14,18 @@ import time
 import numpy as np
 
 import fastoptim as fo
-from fastoptim import _core
 from fastoptim._dispatch import kernels as _kernels
 
 SIZES = [1, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144]
 
 
 def kernel_call(rule, n, dtype, nt):
-    names, scalars = _core.RULES[rule]
-    p = np.ones(n, dtype)
-    g = np.full(n, 1e-3, dtype)
-    bufs = [np.zeros(n, dtype) for _ in names]
-    kw = scalars(1, **{"sgd": dict(lr=1e-3, weight_decay=0.0),
-                       "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                                    weight_decay=0.0)}[rule])
-    fn = getattr(_kernels, rule)
-    return lambda: fn(p, g, *bufs, **kw, num_threads=nt)
+    """One optimizer update over one array of n elements (the path users run)."""
+    cls = {"sgd": fo.SGD, "adam": fo.Adam}[rule]
+    opt = cls(num_threads=nt)
+    p = [np.ones(n, dtype)]
+    g = [np.full(n, 1e-3, dtype)]
+    return lambda: opt.update(p, g)
 
 
 def median_us(call, repeats):
@@ -58,7 +54,7 @@ def main(argv=None):
                 call = kernel_call(rule, n, dtype, args.threads)
                 res = {"serial": [], "parallel": []}
                 for _ in range(5):  # interleave to share the noise
-                    _kernels.set_parallel_thresholds(**{family: n + 1})
+                    _kernels.set_parallel_thresholds(**{family: 2 * n + 1})  # > any work
                     res["serial"].append(median_us(call, args.repeats // 5))
                     _kernels.set_parallel_thresholds(**{family: 0})
                     res["parallel"].append(median_us(call, args.repeats // 5))

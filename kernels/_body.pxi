@@ -23,7 +23,7 @@
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
-from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
@@ -89,10 +89,11 @@ cdef enum:
 cdef int N_STATE[8]
 N_STATE[:] = [0, 1, 1, 1, 1, 2, 2, 2]
 
-# Below these element counts (per update call) a step runs on one thread: entering an
-# OpenMP region costs about a microsecond with warm threads, more than a short loop.
-# "light" rules (SGD, Momentum, Nesterov) do a few multiply-adds per element, "heavy"
-# ones a square root and a division. Measured with bench/threshold.py (see README).
+# Below these sizes (per update call, in float32 elements: a float64 element counts as
+# two) a step runs on one thread: entering an OpenMP region costs about a microsecond
+# with warm threads, more than a short loop. "light" rules (SGD, Momentum, Nesterov) do
+# a few multiply-adds per element, "heavy" ones a square root and a division. Measured
+# with bench/threshold.py (see README).
 cdef Py_ssize_t _threshold_light = 32768
 cdef Py_ssize_t _threshold_heavy = 8192
 
@@ -302,7 +303,8 @@ cdef void _run(int rule, const Entry* e, Py_ssize_t ne, Py_ssize_t total,
 
 
 cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
-    """Threads for a step over n elements: 1 below the rule family's threshold; else the
+    """Threads for a step over n (float32-equivalent) elements: 1 below the rule family's
+    threshold; else the
     request (<= 0: OpenMP's current maximum), capped so that each thread gets at least
     half a threshold of elements (a many-core machine does not spread a mid-sized
     update so thin that the region costs more than the work)."""
@@ -345,7 +347,7 @@ cdef void _one(int rule, floating* p, const floating* g, floating* s0, floating*
                Py_ssize_t n, tuple scalars, int num_threads) except *:
     cdef Entry e
     cdef ScalarSet ss
-    cdef int nt = _threads(rule, num_threads, n)
+    cdef int nt = _threads(rule, num_threads, n * sizeof(floating) // 4)
     _fill_scalars(&ss, scalars)
     e.p = <char*>p
     e.g = <char*>g
@@ -581,12 +583,13 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
 
 
 def update_many(int rule, object params, object grads, dict slots, object scalars_fn,
-                object slow_fn, object pairs_fn, int num_threads, list cache):
+                object slow_fn, object pairs_fn, int num_threads, list cache, list plan):
     """Update every parameter of one optimizer call in one pass over memory.
 
     params, grads: two dicts with the same keys, or two lists/tuples of equal length
         (the caller checked the kinds and the lengths).
-    slots: key -> [step, state buffer, ...] (the optimizer's state).
+    slots: key -> [step, state buffer, ...] (the optimizer's state; the step is a 0-d
+        int64 array, incremented in place).
     scalars_fn(step) -> tuple of the rule's scalars for that step, in kernel order.
     slow_fn(key, param, grad, slot_or_None) -> (param, grad, slot): the Python path for
         anything the C checks do not take as it is. It raises the user-facing error for
@@ -595,13 +598,17 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
         slot (new, or re-laid out) to use.
     pairs_fn(params, grads): raises the error for mismatched keys.
     cache: a list owned by the optimizer (see _cross_overlap).
+    plan: a list owned by the optimizer: [keys, slots] of the last call, position by
+        position, so that a key that is the very same object as last time finds its slot
+        without a dict lookup. The optimizer empties it whenever it changes ``slots``
+        itself; the keys are held, so an identical object cannot be a new key.
 
     Every array is checked before any is written; an exception leaves everything as it
     was. Steps are counted per parameter.
     """
     cdef bint is_dict = type(params) is dict
     cdef Py_ssize_t n = len(params)
-    cdef Py_ssize_t i, k, pos = 0, total = 0, step, last_step = -1
+    cdef Py_ssize_t i, k, pos = 0, total = 0, work = 0, step, last_step = -1
     cdef int nstate = N_STATE[rule], last_sc = -1, nt
     cdef PyObject* kp
     cdef PyObject* vp
@@ -615,19 +622,24 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef ScalarSet* ss = NULL
     cdef Py_ssize_t* steps = NULL
     cdef Py_ssize_t* nbytes = NULL
-    cdef PyObject** slotp = NULL
+    cdef cnp.npy_int64** stepp = NULL
     cdef list keep = []         # references that must outlive the pointer table
     cdef list pending = None    # (key, new slot) stored only once everything is checked
     cdef list step_values = []  # distinct steps, in order of their scalar-set index
     cdef dict step_index = None
+    cdef list pkeys, pslots
     if n == 0:
         return
+    if len(plan) != 2 or len(<list>plan[0]) != n:
+        plan[:] = [[None] * n, [None] * n]
+    pkeys = plan[0]
+    pslots = plan[1]
     e = <Entry*>PyMem_Malloc(n * sizeof(Entry))
     steps = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
     nbytes = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
-    slotp = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
-    if e == NULL or steps == NULL or nbytes == NULL or slotp == NULL:
-        PyMem_Free(e); PyMem_Free(steps); PyMem_Free(nbytes); PyMem_Free(slotp)
+    stepp = <cnp.npy_int64**>PyMem_Malloc(n * sizeof(cnp.npy_int64*))
+    if e == NULL or steps == NULL or nbytes == NULL or stepp == NULL:
+        PyMem_Free(e); PyMem_Free(steps); PyMem_Free(nbytes); PyMem_Free(stepp)
         raise MemoryError()
     try:
         # -- 1. check everything, gather pointers; nothing is written -----------------
@@ -636,7 +648,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 PyDict_Next(params, &pos, &kp, &vp)
                 key = <object>kp
                 p = <object>vp
-                gp = PyDict_GetItem(grads, key)
+                gp = PyDict_GetItemWithError(grads, key)
                 if gp == NULL:
                     pairs_fn(params, grads)  # raises the missing-key error
                     raise RuntimeError("internal error: missing gradient not reported")
@@ -645,7 +657,13 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 key = i
                 p = params[i]
                 g = grads[i]
-            sp = PyDict_GetItem(slots, key)
+            if <PyObject*>pkeys[i] == <PyObject*>key:
+                sp = <PyObject*>pslots[i]
+            else:
+                sp = PyDict_GetItemWithError(slots, key)
+                if sp != NULL:
+                    pkeys[i] = key
+                    pslots[i] = <object>sp
             ok = _param_ok(p, &pi) and _like(g, &pi, False, &gdata) \
                 and _disjoint(pi.data, pi.nbytes, gdata, pi.nbytes) and sp != NULL
             if ok:
@@ -666,7 +684,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 if sp == NULL or slot is not <object>sp:
                     if pending is None:
                         pending = []
-                    pending.append((key, slot))
+                    pending.append((i, key, slot))
             e[i].p = pi.data
             e[i].g = gdata
             e[i].s0 = sdata[0] if nstate > 0 else NULL
@@ -675,9 +693,16 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             e[i].start = total
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
             total += pi.size
+            work += pi.size * (2 if e[i].dbl else 1)
             nbytes[i] = pi.nbytes
-            slotp[i] = <PyObject*>slot
-            step = <Py_ssize_t>(<list>slot)[0] + 1
+            box = (<list>slot)[0]
+            if not (cnp.PyArray_Check(box) and cnp.PyArray_TYPE(<cnp.ndarray>box) == cnp.NPY_INT64
+                    and cnp.PyArray_SIZE(<cnp.ndarray>box) == 1
+                    and cnp.PyArray_FLAGS(<cnp.ndarray>box) & cnp.NPY_ARRAY_WRITEABLE
+                    and cnp.PyArray_ISALIGNED(<cnp.ndarray>box)):
+                raise RuntimeError("internal error: a slot's step is not an int64 box")
+            stepp[i] = <cnp.npy_int64*>cnp.PyArray_DATA(<cnp.ndarray>box)
+            step = stepp[i][0] + 1
             steps[i] = step
             if step != last_step:
                 if step_index is None:
@@ -700,22 +725,24 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             _fill_scalars(&ss[k], tuple(scalars_fn(step_values[k])))
 
         # -- 3. nothing can fail from here on ------------------------------------------
-        nt = _threads(rule, num_threads, total)
+        nt = _threads(rule, num_threads, work)
         if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
             nt = 1
         if pending is not None:
-            for key, slot in pending:
+            for i, key, slot in pending:
                 slots[key] = slot
+                pkeys[i] = key
+                pslots[i] = slot
         with nogil:
             _run(rule, e, n, total, ss, nt)
         for i in range(n):
-            (<list>slotp[i])[0] = steps[i]
+            stepp[i][0] = steps[i]
     finally:
         PyMem_Free(e)
         PyMem_Free(ss)
         PyMem_Free(steps)
         PyMem_Free(nbytes)
-        PyMem_Free(slotp)
+        PyMem_Free(stepp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -749,7 +776,8 @@ def build_info():
 
 
 def get_parallel_thresholds():
-    """Element counts below which a step runs serially: {"light": n, "heavy": n}."""
+    """Sizes below which a step runs serially, {"light": n, "heavy": n}, in float32
+    elements (a float64 element counts as two)."""
     return {"light": _threshold_light, "heavy": _threshold_heavy}
 
 
@@ -769,7 +797,8 @@ def set_parallel_thresholds(light=None, heavy=None):
 
 
 def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
-    """The thread count a step over n elements would use (for tests and tuning)."""
+    """The thread count a step over n float32 elements (or n/2 float64 ones) would use
+    (for tests and tuning)."""
     return _threads(R_ADAM if heavy else R_SGD, num_threads, n)
 
 

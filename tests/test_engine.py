@@ -229,3 +229,34 @@ def test_roofline_stream_kernel(target):
         assert_same(x, 1 + r)
     with pytest.raises(ValueError, match="a state buffer has 9 elements"):
         target.stream(r, a, np.ones(9, np.float32))
+
+
+def test_slot_plan_follows_every_change_of_state(parallel_everything):
+    """update_many remembers last call's key -> state pairing by identity; switching
+    backend, loading a state_dict, or new and re-laid-out state must all be seen."""
+    rng = np.random.default_rng(8)
+    base = {"a": rng.standard_normal(50), "b": rng.standard_normal((6, 7))}
+    fast = {k: v.copy() for k, v in base.items()}
+    ref = {k: v.copy() for k, v in base.items()}
+    of, orf = fo.Adam(num_threads=2), fo.Adam(backend="numpy")
+
+    def step(params_f, params_r):
+        g = {k: rng.standard_normal(v.shape) for k, v in params_f.items()}
+        of.update(params_f, g)
+        orf.update(params_r, g)
+
+    step(fast, ref)
+    step(fast, ref)
+    of.backend = "numpy"                       # the reference path changes slots itself
+    fast["c"], ref["c"] = np.ones(9), np.ones(9)
+    step(fast, ref)
+    of.backend = "cython"
+    step(fast, ref)
+    snapshot = orf.state_dict()                # load state between calls
+    of.load_state_dict(snapshot)
+    step(fast, ref)
+    fast["b"] = np.asfortranarray(fast["b"])   # state re-laid out for an F-ordered param
+    step(fast, ref)
+    for k in base:
+        assert_same(np.ascontiguousarray(fast[k]), ref[k])
+        assert of.state[k]["step"] == orf.state[k]["step"]

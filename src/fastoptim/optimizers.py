@@ -48,14 +48,20 @@ def _pairs(params, grads):
                     f"got {type(params).__name__}")
 
 
+def _step_box(step):
+    return np.array(step, dtype=np.int64)
+
+
 class Optimizer:
     """Base class. Subclasses set ``_rule`` (a kernel name) and ``_hyper_names``.
 
     Hyper-parameters are plain attributes (``opt.lr = 1e-4`` between updates is fine) and
     are validated whenever they are set.
 
-    State lives in ``_slots``: parameter key -> ``[step, buffer, ...]`` (buffers in the
-    order of the rule's state names), shared by both backends. ``state`` shows it as
+    State lives in ``_slots``: parameter key -> ``[step, buffer, ...]`` (the step in a
+    0-d int64 array that the kernels increment in place, so counting steps allocates no
+    Python integer; buffers in the order of the rule's state names), shared by both
+    backends. ``state`` shows it as
     ``{key: {"step": int, name: array}}``.
     """
 
@@ -70,6 +76,7 @@ class Optimizer:
             setattr(self, name, hyper[name])
         self._slots = {}
         self._overlap_cache = []
+        self._plan = []  # update_many's [keys, slots] of the last call; [] = unknown
         if num_threads not in (None, 1) and not _kernels.openmp_enabled():
             warnings.warn("fastoptim was built without OpenMP: num_threads="
                           f"{num_threads} is ignored and every update runs on one core. "
@@ -105,7 +112,7 @@ class Optimizer:
         """Per parameter key: ``{"step": int, <state name>: array, ...}``. The arrays are
         the live state buffers; the dicts are made for each access."""
         names = _core.RULES[self._rule][0]
-        return {key: {"step": slot[0], **dict(zip(names, slot[1:]))}
+        return {key: {"step": int(slot[0]), **dict(zip(names, slot[1:]))}
                 for key, slot in self._slots.items()}
 
     def _scalars(self):
@@ -158,7 +165,7 @@ class Optimizer:
         if self.backend == "cython":
             _kernels.update_many(_core.RULE_IDS[self._rule], params, grads, self._slots,
                                  self._scalars(), self._slow_path, _pairs, self._nt,
-                                 self._overlap_cache)
+                                 self._overlap_cache, self._plan)
         else:
             self._update_reference(params, grads)
 
@@ -169,7 +176,7 @@ class Optimizer:
         p, order = _core.check_param(f"parameter {key!r}", param)
         g = _core.check_grad(f"gradient {key!r}", grad, p, order)
         if slot is None:
-            slot = [0] + [np.zeros_like(p) for _ in names]
+            slot = [_step_box(0)] + [np.zeros_like(p) for _ in names]
         else:
             slot = self._slot_for(key, slot, p, order, names)
         return p, g, slot
@@ -187,14 +194,15 @@ class Optimizer:
             work.append((key, p, g, slot))
         # nothing can fail from here on
         scalars = self._scalars()
+        self._plan.clear()  # slots change here, not through update_many
         for key, p, g, slot in work:
             self._slots[key] = slot
             order = "C" if p.flags.c_contiguous else "F"
-            step = slot[0] + 1
+            step = int(slot[0]) + 1
             kernel(_core.flat_view(p, order), _core.flat_view(g, order),
                    *[_core.flat_view(b, order) for b in slot[1:]],
                    **dict(zip(scalar_names, scalars(step))))
-            slot[0] = step
+            slot[0][()] = step
 
     @staticmethod
     def _slot_for(key, slot, p, order, names):
@@ -257,7 +265,7 @@ class Optimizer:
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"state of parameter {key!r}: step must be an int >= 0, "
                                  f"got {step!r}")
-            slot = [int(step)]
+            slot = [_step_box(step)]
             for n in names:
                 buf = st[n]
                 if not isinstance(buf, np.ndarray) or buf.dtype not in _core.FLOAT_DTYPES:
@@ -272,6 +280,7 @@ class Optimizer:
         for n, v in hyper.items():
             setattr(self, n, v)
         self._slots = slots
+        self._plan.clear()
 
 
 class SGD(Optimizer):

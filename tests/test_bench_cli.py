@@ -1,0 +1,56 @@
+"""`fastoptim bench` runs, prints its table, and its JSON has what the README quotes.
+(Smoke tests: tiny sizes, a tiny budget; no time is asserted.)"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from fastoptim import _bench, cli
+
+
+def test_bench_json(capsys):
+    assert cli.main(["bench", "--sizes", "1e3,2e3", "--rules", "sgd,adam", "--no-torch",
+                     "--budget", "0.01", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(r["rule"], r["n"]) for r in result["rows"]] == [
+        ("sgd", 1000), ("adam", 1000), ("sgd", 2000), ("adam", 2000)]
+    for r in result["rows"]:
+        assert r["bytes"] == _bench.bytes_per_element(r["rule"], np.float32) * r["n"]
+        for k in ("fastoptim", "reference", "roofline"):
+            assert r[f"{k}_s"] > 0 and r[f"{k}_gbs"] > 0
+        assert r["speedup_vs_reference"] == r["reference_s"] / r["fastoptim_s"]
+        assert "torch_s" not in r
+    assert [(m["arrays"], m["size"]) for m in result["many"]["rows"]] == _bench.MANY
+    assert result["torch"] is None
+
+
+def test_bench_table_through_python_m():
+    out = subprocess.run([sys.executable, "-m", "fastoptim", "bench", "--sizes", "1e3",
+                          "--rules", "momentum", "--dtype", "float64", "--no-torch",
+                          "--no-many", "--budget", "0.01"],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert "float64" in lines[0] and "torch not installed" in lines[0]
+    assert lines[1].startswith("| rule | n | fastoptim | GB/s | % roofline | × reference")
+    assert lines[3].startswith("| momentum | 1e+03 |")
+    assert "[1/1] momentum" in out.stderr  # progress
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    for argv in (["bench", "--rules", "lion"], ["bench", "--sizes", "big"],
+                 ["bench", "--sizes", "0"]):
+        try:
+            cli.main(argv)
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")
+    assert "unknown rule" in capsys.readouterr().err
+
+
+def test_bytes_per_element_matches_the_issue():
+    assert [_bench.bytes_per_element(r, np.float32) for r in _bench.RULES] == \
+        [12, 20, 20, 20, 20, 28, 28, 28]
+    assert _bench.bytes_per_element("adam", np.float64) == 56

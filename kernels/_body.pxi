@@ -456,7 +456,7 @@ cdef inline bint _param_ok(object obj, ArrInfo* a) noexcept:
     """A native, aligned, writeable float32/float64 array, C- or F-contiguous."""
     cdef cnp.ndarray arr
     cdef int flags
-    if not cnp.PyArray_Check(obj):
+    if not cnp.PyArray_CheckExact(obj):  # subclasses (memmap, masked) take the Python path
         return False
     arr = <cnp.ndarray>obj
     a.typenum = cnp.PyArray_TYPE(arr)
@@ -486,7 +486,7 @@ cdef inline bint _like(object obj, const ArrInfo* p, bint writeable, char** data
     cdef cnp.ndarray arr
     cdef int flags, i
     cdef cnp.npy_intp* dims
-    if not cnp.PyArray_Check(obj):
+    if not cnp.PyArray_CheckExact(obj):  # subclasses (memmap, masked) take the Python path
         return False
     arr = <cnp.ndarray>obj
     if cnp.PyArray_TYPE(arr) != p.typenum or not cnp.PyArray_ISNOTSWAPPED(arr):

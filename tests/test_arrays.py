@@ -133,3 +133,28 @@ def test_threshold_setter_validates():
     finally:
         _kernels.set_parallel_thresholds(**old)
     assert _kernels.get_parallel_thresholds() == old
+
+
+def test_masked_arrays_are_refused_every_time():
+    """Masked arrays are refused (parameter or gradient), also once state exists (the
+    C fast path takes exact ndarrays only; subclasses go through the Python checks)."""
+    p = np.ones(3)
+    opt = fo.Adam()
+    opt.update({"w": p}, {"w": np.ones(3)})
+    before = p.copy()
+    with pytest.raises(TypeError, match="gradient 'w' is a masked array"):
+        opt.update({"w": p}, {"w": np.ma.array(np.ones(3), mask=[0, 1, 0])})
+    with pytest.raises(TypeError, match="parameter 'w' is a masked array"):
+        opt.update({"w": np.ma.array(p, mask=[0, 1, 0])}, {"w": np.ones(3)})
+    assert_same(p, before)
+    assert opt.state["w"]["step"] == 1
+
+
+def test_memmap_parameter_is_updated_in_place(tmp_path):
+    m = np.memmap(tmp_path / "w.dat", dtype=np.float32, mode="w+", shape=(2, 3))
+    m[:] = 1.0
+    opt = fo.SGD(lr=0.5)
+    for _ in range(2):  # the second call has state: still the memmap's own memory
+        opt.update({"w": m}, {"w": np.ones((2, 3), np.float32)})
+    m.flush()
+    assert np.all(np.fromfile(tmp_path / "w.dat", dtype=np.float32) == 0.0)

@@ -194,6 +194,10 @@ def check_param(name, param):
         raise TypeError(f"{name} must be a NumPy array (float32 or float64), got "
                         f"{_what(param)}; convert it once before training, e.g. "
                         f"np.asarray(x, dtype=np.float32), and keep that array")
+    if isinstance(param, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; an optimizer step has no meaning for "
+                        f"masked elements: pass the plain array (param.data, every element "
+                        f"updated) and keep the mask yourself")
     if param.dtype not in FLOAT_DTYPES:
         hint = "np.float32" if param.dtype.kind != "f" or param.dtype.itemsize < 8 else "np.float64"
         raise TypeError(f"{name} has dtype {_dtype_name(param.dtype)}; "
@@ -231,6 +235,9 @@ def check_grad(name, grad, param, order):
         grad = np.asarray(grad)
     if not isinstance(grad, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_what(grad)}")
+    if isinstance(grad, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; pass plain gradients (e.g. "
+                        f"grad.filled(0) to give masked elements a zero gradient)")
     if grad.dtype != param.dtype:
         raise TypeError(f"{name} has dtype {_dtype_name(grad.dtype)} "
                         f"but its parameter is {param.dtype}; cast it with "

@@ -28,6 +28,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 from libc.stdlib cimport qsort
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 cimport numpy as cnp
@@ -328,6 +329,69 @@ cdef void _fill_scalars(ScalarSet* s, tuple values) except *:
         s.f[i] = <float>s.d[i]
 
 
+# The non-finite check of the guarded mode: does any gradient element hold NaN or Inf?
+# One pass over the gradients, split over the threads like an update. An element is not
+# finite exactly when its exponent bits are all ones; an integer OR-reduction over that
+# test vectorises (a float reduction would not, without reassociation).
+
+cdef int _nonfinite_f32(const uint32_t* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint32_t acc = 0
+    for i in range(n):
+        acc |= (x[i] & 0x7f800000u) == 0x7f800000u
+    return acc != 0
+
+
+cdef int _nonfinite_f64(const uint64_t* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint64_t acc = 0
+    for i in range(n):
+        acc |= (x[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+    return acc != 0
+
+
+cdef int _span_nonfinite(const Entry* e, Py_ssize_t ne, Py_ssize_t lo,
+                         Py_ssize_t hi) noexcept nogil:
+    """1 if a gradient element of [lo, hi) of the concatenated table is NaN or Inf."""
+    cdef Py_ssize_t k, a, b, left = 0, right = ne
+    while right - left > 1:
+        k = (left + right) // 2
+        if e[k].start <= lo:
+            left = k
+        else:
+            right = k
+    k = left
+    while k < ne and e[k].start < hi:
+        a = lo - e[k].start if lo > e[k].start else 0
+        b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
+        if b > a:
+            if e[k].dbl:
+                if _nonfinite_f64(<const uint64_t*>e[k].g + a, b - a):
+                    return 1
+            elif _nonfinite_f32(<const uint32_t*>e[k].g + a, b - a):
+                return 1
+        k += 1
+    return 0
+
+
+cdef bint _any_nonfinite(const Entry* e, Py_ssize_t ne, Py_ssize_t total,
+                         int nt) except -1:
+    cdef int t, found = 0
+    cdef int* flags
+    if nt <= 1:
+        return _span_nonfinite(e, ne, 0, total)
+    flags = <int*>PyMem_Malloc(nt * sizeof(int))
+    if flags == NULL:
+        raise MemoryError()
+    with nogil:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            flags[t] = _span_nonfinite(e, ne, _split(total, nt, t), _split(total, nt, t + 1))
+    for t in range(nt):
+        found |= flags[t]
+    PyMem_Free(flags)
+    return found != 0
+
+
 # ---------------------------------------------------------------------------------------
 # Layer 4a: one kernel per rule over one flat parameter (the reference's signatures)
 # ---------------------------------------------------------------------------------------
@@ -583,7 +647,8 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
 
 
 def update_many(int rule, object params, object grads, dict slots, object scalars_fn,
-                object slow_fn, object pairs_fn, int num_threads, list cache, list plan):
+                object slow_fn, object pairs_fn, int num_threads, list cache, list plan,
+                bint skip_nonfinite=False):
     """Update every parameter of one optimizer call in one pass over memory.
 
     params, grads: two dicts with the same keys, or two lists/tuples of equal length
@@ -603,8 +668,11 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
         without a dict lookup. The optimizer empties it whenever it changes ``slots``
         itself; the keys are held, so an identical object cannot be a new key.
 
+    skip_nonfinite: first check every gradient element (one pass, all threads); if any
+        is NaN or Inf, write nothing, count no step, and return False.
+
     Every array is checked before any is written; an exception leaves everything as it
-    was. Steps are counted per parameter.
+    was. Steps are counted per parameter. Returns True when the step was applied.
     """
     cdef bint is_dict = type(params) is dict
     cdef Py_ssize_t n = len(params)
@@ -629,7 +697,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef dict step_index = None
     cdef list pkeys, pslots
     if n == 0:
-        return
+        return True
     if len(plan) != 2 or len(<list>plan[0]) != n:
         plan[:] = [[None] * n, [None] * n]
     pkeys = plan[0]
@@ -717,14 +785,18 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             pairs_fn(params, grads)  # raises the extra-key error
             raise RuntimeError("internal error: extra gradients not reported")
 
-        # -- 2. the scalars of every distinct step (Python, float64) -------------------
+        # -- 2. the guard: nothing written, no step counted, if a gradient is not finite
+        if skip_nonfinite and _any_nonfinite(e, n, total, _threads(R_SGD, num_threads, work)):
+            return False
+
+        # -- 3. the scalars of every distinct step (Python, float64) -------------------
         ss = <ScalarSet*>PyMem_Malloc(len(step_values) * sizeof(ScalarSet))
         if ss == NULL:
             raise MemoryError()
         for k in range(len(step_values)):
             _fill_scalars(&ss[k], tuple(scalars_fn(step_values[k])))
 
-        # -- 3. nothing can fail from here on ------------------------------------------
+        # -- 4. nothing can fail from here on ------------------------------------------
         nt = _threads(rule, num_threads, work)
         if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
             nt = 1
@@ -737,6 +809,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             _run(rule, e, n, total, ss, nt)
         for i in range(n):
             stepp[i][0] = steps[i]
+        return True
     finally:
         PyMem_Free(e)
         PyMem_Free(ss)

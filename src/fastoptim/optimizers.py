@@ -68,10 +68,12 @@ class Optimizer:
     _rule = None
     _hyper_names = ()
 
-    def __init__(self, *, num_threads=None, backend="cython", **hyper):
+    def __init__(self, *, num_threads=None, backend="cython", skip_nonfinite=False, **hyper):
         object.__setattr__(self, "_scalars_fn", None)
         self.num_threads = num_threads
         self.backend = backend
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skipped_steps = 0
         for name in self._hyper_names:
             setattr(self, name, hyper[name])
         self._slots = {}
@@ -149,6 +151,13 @@ class Optimizer:
 
         Every array is checked before any is changed: on error, parameters and state are
         exactly as they were.
+
+        Returns
+        -------
+        bool
+            True when the step was applied. False only with ``skip_nonfinite=True``, when
+            some gradient element was NaN or Inf: then no parameter or state buffer was
+            written, no step was counted, and ``skipped_steps`` went up by one.
         """
         tp, tg = type(params), type(grads)
         if not ((tp is dict and tg is dict)
@@ -163,11 +172,15 @@ class Optimizer:
                 params = [p for _, p, _ in pairs]
                 grads = [g for _, _, g in pairs]
         if self.backend == "cython":
-            _kernels.update_many(_core.RULE_IDS[self._rule], params, grads, self._slots,
-                                 self._scalars(), self._slow_path, _pairs, self._nt,
-                                 self._overlap_cache, self._plan)
+            applied = _kernels.update_many(
+                _core.RULE_IDS[self._rule], params, grads, self._slots, self._scalars(),
+                self._slow_path, _pairs, self._nt, self._overlap_cache, self._plan,
+                self.skip_nonfinite)
         else:
-            self._update_reference(params, grads)
+            applied = self._update_reference(params, grads)
+        if not applied:
+            self.skipped_steps += 1
+        return applied
 
     def _slow_path(self, key, param, grad, slot):
         """What update_many's C checks did not take as it is: raise the user-facing
@@ -192,6 +205,8 @@ class Optimizer:
         for key, param in items:
             p, g, slot = self._slow_path(key, param, grads[key], self._slots.get(key))
             work.append((key, p, g, slot))
+        if self.skip_nonfinite and not all(np.isfinite(g).all() for _, _, g, _ in work):
+            return False
         # nothing can fail from here on
         scalars = self._scalars()
         self._plan.clear()  # slots change here, not through update_many
@@ -203,6 +218,7 @@ class Optimizer:
                    *[_core.flat_view(b, order) for b in slot[1:]],
                    **dict(zip(scalar_names, scalars(step))))
             slot[0][()] = step
+        return True
 
     @staticmethod
     def _slot_for(key, slot, p, order, names):
@@ -297,14 +313,20 @@ class SGD(Optimizer):
         threadpoolctl). Small arrays always run on one thread.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the bit-identical pure-NumPy reference.
+    skip_nonfinite : bool, default False
+        Check every gradient of an ``update`` call first (one pass) and, if any element
+        is NaN or Inf, skip the whole step: nothing written, no step counted;
+        ``update`` returns False and ``skipped_steps`` counts it.
     """
 
     _rule = "sgd"
     _hyper_names = ("lr", "weight_decay")
 
-    def __init__(self, lr=1e-3, *, weight_decay=0.0, num_threads=None, backend="cython"):
-        super().__init__(lr=lr, weight_decay=weight_decay, num_threads=num_threads,
-                         backend=backend)
+    def __init__(self, lr=1e-3, *, weight_decay=0.0, num_threads=None,
+                 backend="cython", skip_nonfinite=False):
+        super().__init__(lr=lr, weight_decay=weight_decay,
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class Momentum(Optimizer):
@@ -319,9 +341,10 @@ class Momentum(Optimizer):
     _hyper_names = ("lr", "momentum", "weight_decay")
 
     def __init__(self, lr=1e-3, momentum=0.9, *, weight_decay=0.0, num_threads=None,
-                 backend="cython"):
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class Nesterov(Momentum):
@@ -345,9 +368,10 @@ class AdaGrad(Optimizer):
     _hyper_names = ("lr", "eps", "weight_decay")
 
     def __init__(self, lr=1e-2, *, eps=1e-10, weight_decay=0.0, num_threads=None,
-                 backend="cython"):
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, eps=eps, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class RMSprop(Optimizer):
@@ -357,10 +381,11 @@ class RMSprop(Optimizer):
     _rule = "rmsprop"
     _hyper_names = ("lr", "alpha", "eps", "weight_decay")
 
-    def __init__(self, lr=1e-2, alpha=0.99, *, eps=1e-8, weight_decay=0.0,
-                 num_threads=None, backend="cython"):
+    def __init__(self, lr=1e-2, alpha=0.99, *, eps=1e-8, weight_decay=0.0, num_threads=None,
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class AdaDelta(Optimizer):
@@ -372,9 +397,10 @@ class AdaDelta(Optimizer):
     _hyper_names = ("lr", "rho", "eps", "weight_decay")
 
     def __init__(self, lr=1.0, rho=0.9, *, eps=1e-6, weight_decay=0.0, num_threads=None,
-                 backend="cython"):
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class Adam(Optimizer):
@@ -387,10 +413,11 @@ class Adam(Optimizer):
     _rule = "adam"
     _hyper_names = ("lr", "betas", "eps", "weight_decay")
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=0.0,
-                 num_threads=None, backend="cython"):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=0.0, num_threads=None,
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)
 
 
 class AdamW(Adam):
@@ -399,7 +426,8 @@ class AdamW(Adam):
 
     _rule = "adamw"
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=1e-2,
-                 num_threads=None, backend="cython"):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=1e-2, num_threads=None,
+                 backend="cython", skip_nonfinite=False):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend)
+                         num_threads=num_threads, backend=backend,
+                         skip_nonfinite=skip_nonfinite)

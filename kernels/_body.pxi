@@ -259,18 +259,24 @@ ctypedef struct ScalarSet:
     float f[MAX_SCALARS]
 
 
-cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
-                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """Elements [lo, hi) of the concatenated table, entry by entry."""
-    cdef Py_ssize_t k, a, b, left = 0, right = ne
-    # first entry whose range ends after lo (binary search on starts)
+cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
+                                    Py_ssize_t lo) noexcept nogil:
+    """The entry holding element lo of the concatenated table (binary search on starts;
+    empty entries before it are skipped by the callers' range checks)."""
+    cdef Py_ssize_t k, left = 0, right = ne
     while right - left > 1:
         k = (left + right) // 2
         if e[k].start <= lo:
             left = k
         else:
             right = k
-    k = left
+    return left
+
+
+cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
+                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Elements [lo, hi) of the concatenated table, entry by entry."""
+    cdef Py_ssize_t a, b, k = _first_entry(e, ne, lo)
     while k < ne and e[k].start < hi:
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
@@ -353,14 +359,7 @@ cdef int _nonfinite_f64(const uint64_t* x, Py_ssize_t n) noexcept nogil:
 cdef int _span_nonfinite(const Entry* e, Py_ssize_t ne, Py_ssize_t lo,
                          Py_ssize_t hi) noexcept nogil:
     """1 if a gradient element of [lo, hi) of the concatenated table is NaN or Inf."""
-    cdef Py_ssize_t k, a, b, left = 0, right = ne
-    while right - left > 1:
-        k = (left + right) // 2
-        if e[k].start <= lo:
-            left = k
-        else:
-            right = k
-    k = left
+    cdef Py_ssize_t a, b, k = _first_entry(e, ne, lo)
     while k < ne and e[k].start < hi:
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n

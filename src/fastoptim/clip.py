@@ -59,6 +59,8 @@ def _check_grads(grads):
     flats, bounds = [], []
     for name, g in _named(grads):
         what = f"gradient {name}"
+        if not isinstance(g, np.ndarray) and hasattr(type(g), "__dlpack__"):
+            g = _core.dlpack_view(what, g, writeable=True)  # e.g. a torch CPU tensor
         if not isinstance(g, np.ndarray):
             raise TypeError(f"{what} must be a NumPy array (float32 or float64), got "
                             f"{type(g).__name__}")

@@ -21,6 +21,8 @@ and the tests check that both agree bit for bit.
 1.0
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -28,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _clip, _core
+from ._typing import Backend, Grads
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_reference", "sum_of_squares_reference",
            "CHUNK", "LANES"]
@@ -129,8 +132,8 @@ def sum_of_squares_reference(flats):
     return float(np.cumsum(chunks)[-1])                  # chunks 0, 1, ... in order
 
 
-def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, num_threads=None,
-                   backend="cython"):
+def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = False,
+                   num_threads: int | None = None, backend: Backend = "cython") -> float:
     """Scale gradients in place so that their global L2 norm is at most ``max_norm``.
 
     Parameters
@@ -139,7 +142,9 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, num_threads=Non
         The gradients (e.g. what ``net.gradient(x, t)`` returns). Each must be float32 or
         float64 (dtypes may differ between arrays), writeable and C- or F-contiguous:
         they are scaled in place, and an array that could only be scaled as a copy is
-        refused with an error. No two may share memory.
+        refused with an error. No two may share memory. Objects NumPy can view through
+        DLPack without a copy (CPU torch tensors, e.g. ``p.grad``) are scaled in place
+        too.
     max_norm : float
         The largest allowed total norm, >= 0 (``inf``: compute the norm, never scale).
     error_if_nonfinite : bool, default False
@@ -197,8 +202,20 @@ def _scale_reference(flats, factor):
             f *= f.dtype.type(factor)
 
 
-def clip_grad_norm_reference(grads, max_norm, *, error_if_nonfinite=False):
+def clip_grad_norm_reference(grads: Grads, max_norm: float, *,
+                             error_if_nonfinite: bool = False) -> float:
     """The pure-NumPy reference of :func:`clip_grad_norm`: the same checks, the same
-    sums in the same order, the same scaling, bit for bit."""
+    sums in the same order, the same scaling, bit for bit.
+
+    Parameters
+    ----------
+    grads, max_norm, error_if_nonfinite
+        As for :func:`clip_grad_norm`.
+
+    Returns
+    -------
+    float
+        The total norm before scaling, equal to :func:`clip_grad_norm`'s bit for bit.
+    """
     return clip_grad_norm(grads, max_norm, error_if_nonfinite=error_if_nonfinite,
                           backend="numpy")

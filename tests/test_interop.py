@@ -5,10 +5,11 @@ libraries (tests/test_torch_interop.py does it with torch when it is installed).
 
 import numpy as np
 import pytest
-from conftest import HYPER, OPTIMIZERS, assert_same
 
 import fastoptim as fo
 from fastoptim import functional as F
+
+from conftest import HYPER, OPTIMIZERS, assert_same
 
 
 class Producer:

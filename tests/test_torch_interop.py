@@ -113,7 +113,8 @@ def test_parameter_that_requires_grad_is_refused_with_the_idiom():
     model = make_model(torch.float32)
     backward(model, *batches(torch.float32)[0])
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(TypeError, match=r"torch\..*Parameter that NumPy cannot view.*p\.detach\(\)"):
+    with pytest.raises(TypeError,
+                       match=r"torch\..*Parameter that NumPy cannot view.*p\.detach\(\)"):
         fo.SGD(lr=0.1).update(dict(model.named_parameters()),
                               {n: p.grad for n, p in model.named_parameters()})
     for p, b in zip(model.parameters(), before):

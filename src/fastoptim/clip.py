@@ -92,7 +92,7 @@ def _check_grads(grads):
             start = flat.__array_interface__["data"][0]
             bounds.append((start, start + flat.nbytes, name))
     bounds.sort()
-    for (s1, e1, n1), (s2, e2, n2) in zip(bounds, bounds[1:]):
+    for (_s1, e1, n1), (s2, _e2, n2) in zip(bounds, bounds[1:]):
         if s2 < e1:
             raise ValueError(f"gradients {n1} and {n2} share memory, so they would be "
                              f"counted and scaled twice; pass each gradient once")

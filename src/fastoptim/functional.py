@@ -225,8 +225,9 @@ def rmsprop(param: ArrayIn, grad: ArrayIn, square_avg: ArrayIn, *, lr: float = 1
     grad : ndarray
         Same shape and dtype as ``param``, any memory layout; only read.
     square_avg : ndarray
-        The running average of squared gradients ``E``: same shape, dtype and memory layout as ``param``
-        (``np.zeros_like(param)`` before the first step); updated in place.
+        The running average of squared gradients ``E``: same shape, dtype and
+        memory layout as ``param`` (``np.zeros_like(param)`` before the first step);
+        updated in place.
     lr : float, default 1e-2
         Learning rate, >= 0.
     alpha : float, default 0.99
@@ -267,11 +268,13 @@ def adadelta(param: ArrayIn, grad: ArrayIn, square_avg: ArrayIn, acc_delta: Arra
     grad : ndarray
         Same shape and dtype as ``param``, any memory layout; only read.
     square_avg : ndarray
-        The running average of squared gradients ``G``: same shape, dtype and memory layout as ``param``
-        (``np.zeros_like(param)`` before the first step); updated in place.
+        The running average of squared gradients ``G``: same shape, dtype and
+        memory layout as ``param`` (``np.zeros_like(param)`` before the first step);
+        updated in place.
     acc_delta : ndarray
-        The running average of squared steps ``S``: same shape, dtype and memory layout as ``param``
-        (``np.zeros_like(param)`` before the first step); updated in place.
+        The running average of squared steps ``S``: same shape, dtype and memory
+        layout as ``param`` (``np.zeros_like(param)`` before the first step); updated
+        in place.
     lr : float, default 1.0
         Multiplies the step ``d`` (as torch.optim), >= 0.
     rho : float, default 0.9

@@ -16,6 +16,7 @@ flags, which depend on the compiler found at build time:
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,12 @@ def _probe_openmp(compiler, compile_flags, link_flags):
             f.write(OPENMP_PROBE)
         objects = compiler.compile(["probe.c"], extra_postargs=compile_flags)
         exe = "probe" + (compiler.exe_extension or "")
-        compiler.link_executable(objects, "probe", extra_postargs=link_flags)
+        # setuptools adds $LDFLAGS to the extensions' link line but not to executables';
+        # the probe needs it too (e.g. -L$(brew --prefix libomp)/lib on macOS)
+        extra = []
+        if compiler.compiler_type != "msvc":
+            extra = shlex.split(os.environ.get("LDFLAGS", ""))
+        compiler.link_executable(objects, "probe", extra_postargs=link_flags + extra)
         out = subprocess.run(
             [os.path.join(tmp, exe)], capture_output=True, text=True, timeout=60
         )
@@ -142,6 +148,11 @@ def _wide_targets_possible():
     import platform
 
     if os.environ.get("FASTOPTIM_BASELINE_ONLY") == "1":
+        return False
+    # macOS cross-builds (cibuildwheel, conda) say the target in ARCHFLAGS: the AVX flags
+    # are for an x86_64 target only, not arm64 or universal2 slices.
+    archflags = os.environ.get("ARCHFLAGS", "").split()
+    if sys.platform == "darwin" and archflags and archflags != ["-arch", "x86_64"]:
         return False
     return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 

@@ -2,6 +2,7 @@
 the optional-dependency guard, and a core import that stays NumPy-only."""
 
 import csv
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -205,8 +206,21 @@ def test_python_dash_m(tmp_path):
 
 
 def test_console_script_is_declared():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^\[project\.scripts\]\s*\nfastoptim = "fastoptim\.cli:main"', text, re.M)
+    """In pyproject.toml (source tree) and, when installed, in the metadata (also when
+    the tests run next to an installed wheel, without the source tree)."""
+    pyproject = ROOT / "pyproject.toml"
+    try:
+        dist = importlib.metadata.distribution("fastoptim")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    assert pyproject.is_file() or dist is not None
+    if pyproject.is_file():
+        text = pyproject.read_text()
+        assert re.search(r'^\[project\.scripts\]\s*\nfastoptim = "fastoptim\.cli:main"', text,
+                         re.M)
+    if dist is not None:
+        assert any(ep.group == "console_scripts" and ep.name == "fastoptim"
+                   and ep.value == "fastoptim.cli:main" for ep in dist.entry_points)
     assert callable(cli.main)
 
 

@@ -161,7 +161,8 @@ def test_clip_scales_like_the_rule_and_the_reference(dtype, num_threads):
     factor = max_norm / (norm + NORM_EPS)
     assert factor < 1
     for k in grads:
-        assert grads[k].dtype == dtype and grads[k].flags.f_contiguous == before[k].flags.f_contiguous
+        assert grads[k].dtype == dtype
+        assert grads[k].flags.f_contiguous == before[k].flags.f_contiguous
         assert np.array_equal(grads[k], ref_grads[k])
         assert np.array_equal(grads[k], before[k] * np.dtype(dtype).type(factor))
     new_norm = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in grads.values()))

@@ -36,7 +36,8 @@ CASES = {
         lambda P: ({**P, "b": np.arange(3)}, {**grads_for(P), "b": np.ones(3)}),
         TypeError, r"parameter 'b' has dtype int64.*astype\(np\.float32\)"),
     "param float16": (
-        lambda P: ({**P, "b": np.ones(3, np.float16)}, {**grads_for(P), "b": np.ones(3, np.float16)}),
+        lambda P: ({**P, "b": np.ones(3, np.float16)},
+                   {**grads_for(P), "b": np.ones(3, np.float16)}),
         TypeError, r"parameter 'b' has dtype float16"),
     "param non-native byte order": (
         lambda P: ({**P, "b": np.ones(3, ">f4" if np.little_endian else "<f4")},
@@ -89,7 +90,8 @@ CASES = {
         lambda P: (42, 42),
         TypeError, r"params must be a dict of arrays"),
     "parameter changed shape under its key": (
-        lambda P: ({**P, "b": np.ones(5, np.float32)}, {**grads_for(P), "b": np.ones(5, np.float32)}),
+        lambda P: ({**P, "b": np.ones(5, np.float32)},
+                   {**grads_for(P), "b": np.ones(5, np.float32)}),
         ValueError, r"optimizer state '.*' of parameter 'b' has shape \(3,\) and dtype "
                     r"float32, but the parameter now has shape \(5,\)"),
     "parameter changed dtype under its key": (

@@ -173,7 +173,7 @@ def test_mse_loss_is_the_seed_formula():
 def test_mlp_gradient_matches_numerical(kw):
     rng = np.random.default_rng(8)
     net = nn.MLP([5, 7, 6, 3], dtype=np.float64, seed=1, **kw)
-    for key, p in net.params.items():      # move away from the initial zeros and ones
+    for p in net.params.values():      # move away from the initial zeros and ones
         p += rng.standard_normal(p.shape) * 0.1
     x = rng.standard_normal((9, 5))
     t = rng.integers(0, 3, 9) if kw["loss"] == "softmax" else rng.standard_normal((9, 3))

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim.schedules import (CosineWithWarmup, ExponentialLR, ReduceLROnPlateau,
-                                 StepLR)
+from fastoptim.schedules import CosineWithWarmup, ExponentialLR, ReduceLROnPlateau, StepLR
 
 from conftest import HYPER, OPTIMIZERS
 

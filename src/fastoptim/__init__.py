@@ -4,7 +4,8 @@
 >>> params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
 >>> grads = {"W": np.full((2, 3), 0.5), "b": np.ones(3)}
 >>> opt = fo.SGD(lr=0.1)
->>> opt.update(params, grads)      # in place, one fused pass per array
+>>> opt.update(params, grads)      # in place, one fused pass; True: the step was applied
+True
 >>> params["W"][0, 0], params["b"][0]
 (np.float64(0.95), np.float64(-0.1))
 
@@ -16,10 +17,10 @@ schedules), ``fastoptim.nn`` (a small NumPy network toolkit).
 
 from . import _dispatch, clip, functional, nn, reference, schedules
 from ._dispatch import kernels as _kernels
+from ._typing import Config
 from ._version import __version__
 from .clip import clip_grad_norm, clip_grad_norm_reference
-from .optimizers import (SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov,
-                         Optimizer, RMSprop)
+from .optimizers import SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
            "AdamW", "Optimizer", "functional", "reference", "schedules", "nn", "clip",
@@ -27,16 +28,32 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Ada
            "__version__"]
 
 
-def get_config():
-    """Build and thread facts as a dict.
+def get_config() -> Config:
+    """Build and thread facts of this installation.
 
-    Keys: ``version``; ``openmp`` (compiled with OpenMP); ``threads`` (what an update
-    with ``num_threads=None`` uses now: OpenMP's current maximum, which honours
-    ``OMP_NUM_THREADS`` and threadpoolctl; 1 without OpenMP); ``parallel_thresholds``
-    (element counts below which an update runs on one thread); ``cpu_target`` (the vector
-    target whose kernels run: "baseline", "avx2" or "avx512", see ``FASTOPTIM_CPU``) and
-    ``cpu_targets`` (all that are built and that this CPU can run); ``compiler`` and
-    ``flags`` (the build of the chosen target).
+    Returns
+    -------
+    dict
+        ``version`` (str); ``openmp`` (bool: compiled with OpenMP); ``threads`` (int:
+        what an update with ``num_threads=None`` uses now -- OpenMP's current maximum,
+        which honours ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``; 1
+        without OpenMP); ``parallel_thresholds`` (``{"light": n, "heavy": n}``: float32
+        element counts below which an update runs on one thread); ``cpu_target`` (the
+        vector target whose kernels run: "baseline", "avx2" or "avx512", see
+        ``FASTOPTIM_CPU``) and ``cpu_targets`` (all that are built and that this CPU
+        can run, best first); ``compiler`` and ``flags`` (the build of the chosen
+        target).
+
+    See Also
+    --------
+    show_config : the same, printed.
+
+    Examples
+    --------
+    >>> import fastoptim as fo
+    >>> cfg = fo.get_config()
+    >>> cfg["version"] == fo.__version__, cfg["threads"] >= 1
+    (True, True)
     """
     info = _kernels.build_info()
     return {
@@ -51,8 +68,15 @@ def get_config():
     }
 
 
-def show_config():
-    """Print :func:`get_config` in a readable form."""
+def show_config() -> None:
+    """Print :func:`get_config`, one ``key : value`` line each (version, OpenMP, threads,
+    serial thresholds, CPU target, compiler and flags): the first thing to paste into a
+    bug report.
+
+    Returns
+    -------
+    None
+    """
     cfg = get_config()
     width = max(map(len, cfg))
     for key, value in cfg.items():

@@ -16,7 +16,6 @@ RMSprop 20; AdaDelta, Adam, AdamW 28.
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -58,16 +57,16 @@ def torch_step(rule, n, dtype, threads):
     tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
     p = torch.zeros(n, dtype=tdtype)
     p.grad = torch.full((n,), 1e-3, dtype=tdtype)
-    O = torch.optim
+    optim = torch.optim
     make = {
-        "sgd": lambda: O.SGD([p], lr=1e-3, fused=True),
-        "momentum": lambda: O.SGD([p], lr=1e-3, momentum=0.9, fused=True),
-        "nesterov": lambda: O.SGD([p], lr=1e-3, momentum=0.9, nesterov=True, fused=True),
-        "adagrad": lambda: O.Adagrad([p], lr=1e-2, fused=True),
-        "rmsprop": lambda: O.RMSprop([p], lr=1e-2, foreach=True),
-        "adadelta": lambda: O.Adadelta([p], lr=1.0, foreach=True),
-        "adam": lambda: O.Adam([p], lr=1e-3, fused=True),
-        "adamw": lambda: O.AdamW([p], lr=1e-3, fused=True),
+        "sgd": lambda: optim.SGD([p], lr=1e-3, fused=True),
+        "momentum": lambda: optim.SGD([p], lr=1e-3, momentum=0.9, fused=True),
+        "nesterov": lambda: optim.SGD([p], lr=1e-3, momentum=0.9, nesterov=True, fused=True),
+        "adagrad": lambda: optim.Adagrad([p], lr=1e-2, fused=True),
+        "rmsprop": lambda: optim.RMSprop([p], lr=1e-2, foreach=True),
+        "adadelta": lambda: optim.Adadelta([p], lr=1.0, foreach=True),
+        "adam": lambda: optim.Adam([p], lr=1e-3, fused=True),
+        "adamw": lambda: optim.AdamW([p], lr=1e-3, fused=True),
     }[rule]
     opt = make()
     return opt.step

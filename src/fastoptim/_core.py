@@ -184,12 +184,75 @@ def _what(x):
     return f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
 
 
+def _producer_pointer(x):
+    """The address of the first element of a DLPack producer, where it tells it (torch's
+    ``data_ptr()``, or ``__array_interface__``); None when it does not."""
+    data_ptr = getattr(x, "data_ptr", None)
+    if callable(data_ptr):
+        try:
+            return int(data_ptr())
+        except Exception:
+            return None
+    interface = getattr(x, "__array_interface__", None)
+    if isinstance(interface, dict) and isinstance(interface.get("data"), tuple):
+        return interface["data"][0]
+    return None
+
+
+def dlpack_view(name, x, writeable):
+    """A NumPy array viewing the memory of ``x``, an object with ``__dlpack__`` that is
+    not an ndarray (a torch CPU tensor, a JAX or CuPy-on-host array, ...).
+
+    ``writeable=True`` (parameters, state buffers, gradients to clip): the view must be
+    the producer's own memory and writeable, so that writing through it updates ``x``;
+    NumPy is asked for no copy (``copy=False``) and the addresses are compared where the
+    producer tells its own (torch's ``data_ptr()``). Anything else is refused with an
+    error rather than updating a copy. ``writeable=False`` (gradients, only read): any
+    array NumPy makes of it, a view where it can.
+    """
+    try:
+        if writeable:
+            try:
+                arr = np.from_dlpack(x, copy=False)
+            except TypeError:
+                # a producer whose __dlpack__ predates DLPack 1.0's copy/max_version
+                # keywords, or a NumPy without from_dlpack(copy=): views, never copies
+                arr = np.from_dlpack(x)
+        else:
+            arr = np.from_dlpack(x)
+    except Exception as exc:
+        raise TypeError(
+            f"{name} is a {_what(x)} that NumPy cannot view in host memory "
+            f"({type(exc).__name__}: {exc}); fastoptim takes NumPy arrays and objects "
+            f"NumPy can view without a copy through DLPack, e.g. CPU torch tensors "
+            f"(a parameter that requires grad: pass p.detach() or p.detach().numpy())"
+        ) from exc
+    if writeable:
+        if not arr.flags.writeable:
+            raise ValueError(
+                f"{name} is a {_what(x)} that NumPy sees as read-only through DLPack "
+                f"(the producer marked it read-only, or its __dlpack__ predates DLPack "
+                f"1.0 and cannot say it is writeable); fastoptim updates it in place: "
+                f"pass a writeable NumPy view of it (for torch: tensor.numpy())")
+        ptr = _producer_pointer(x)
+        if arr.size and ptr is not None and ptr != arr.__array_interface__["data"][0]:
+            raise TypeError(
+                f"{name} is a {_what(x)} whose NumPy view through DLPack is a copy (at "
+                f"another address), so updating it would leave {name} unchanged; pass a "
+                f"NumPy array that shares its memory")
+    return arr
+
+
 def check_param(name, param):
     """Check a parameter; return (a base-class ndarray view of it, its memory order).
 
     The order is the one in which its memory is contiguous ('C' or 'F'); the kernels
     walk a flat view of that memory, so the caller's own array is what gets updated.
+    An object that is not an ndarray but has ``__dlpack__`` (a CPU torch tensor, ...) is
+    viewed with :func:`dlpack_view`: the view is its memory, or it is refused.
     """
+    if not isinstance(param, np.ndarray) and hasattr(type(param), "__dlpack__"):
+        param = dlpack_view(name, param, writeable=True)  # e.g. a torch CPU tensor
     if not isinstance(param, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array (float32 or float64), got "
                         f"{_what(param)}; convert it once before training, e.g. "
@@ -233,6 +296,8 @@ def check_grad(name, grad, param, order):
     gradient as given at the call: a copy is only ever read)."""
     if isinstance(grad, np.generic):
         grad = np.asarray(grad)
+    elif not isinstance(grad, np.ndarray) and hasattr(type(grad), "__dlpack__"):
+        grad = dlpack_view(name, grad, writeable=False)  # e.g. a torch CPU tensor
     if not isinstance(grad, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_what(grad)}")
     if isinstance(grad, np.ma.MaskedArray):
@@ -262,6 +327,8 @@ def flat_view(a, order):
 
 def check_state_buffer(name, buf, param, order):
     """For the functional API, where the caller owns the state buffers."""
+    if not isinstance(buf, np.ndarray) and hasattr(type(buf), "__dlpack__"):
+        buf = dlpack_view(name, buf, writeable=True)
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_what(buf)}")
     if buf.dtype != param.dtype or buf.shape != param.shape:

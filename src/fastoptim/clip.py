@@ -21,6 +21,8 @@ and the tests check that both agree bit for bit.
 1.0
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -28,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _clip, _core
+from ._typing import Backend, Grads
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_reference", "sum_of_squares_reference",
            "CHUNK", "LANES"]
@@ -59,6 +62,8 @@ def _check_grads(grads):
     flats, bounds = [], []
     for name, g in _named(grads):
         what = f"gradient {name}"
+        if not isinstance(g, np.ndarray) and hasattr(type(g), "__dlpack__"):
+            g = _core.dlpack_view(what, g, writeable=True)  # e.g. a torch CPU tensor
         if not isinstance(g, np.ndarray):
             raise TypeError(f"{what} must be a NumPy array (float32 or float64), got "
                             f"{type(g).__name__}")
@@ -87,7 +92,7 @@ def _check_grads(grads):
             start = flat.__array_interface__["data"][0]
             bounds.append((start, start + flat.nbytes, name))
     bounds.sort()
-    for (s1, e1, n1), (s2, e2, n2) in zip(bounds, bounds[1:]):
+    for (_s1, e1, n1), (s2, _e2, n2) in zip(bounds, bounds[1:]):
         if s2 < e1:
             raise ValueError(f"gradients {n1} and {n2} share memory, so they would be "
                              f"counted and scaled twice; pass each gradient once")
@@ -127,8 +132,8 @@ def sum_of_squares_reference(flats):
     return float(np.cumsum(chunks)[-1])                  # chunks 0, 1, ... in order
 
 
-def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, num_threads=None,
-                   backend="cython"):
+def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = False,
+                   num_threads: int | None = None, backend: Backend = "cython") -> float:
     """Scale gradients in place so that their global L2 norm is at most ``max_norm``.
 
     Parameters
@@ -137,7 +142,9 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, num_threads=Non
         The gradients (e.g. what ``net.gradient(x, t)`` returns). Each must be float32 or
         float64 (dtypes may differ between arrays), writeable and C- or F-contiguous:
         they are scaled in place, and an array that could only be scaled as a copy is
-        refused with an error. No two may share memory.
+        refused with an error. No two may share memory. Objects NumPy can view through
+        DLPack without a copy (CPU torch tensors, e.g. ``p.grad``) are scaled in place
+        too.
     max_norm : float
         The largest allowed total norm, >= 0 (``inf``: compute the norm, never scale).
     error_if_nonfinite : bool, default False
@@ -195,8 +202,20 @@ def _scale_reference(flats, factor):
             f *= f.dtype.type(factor)
 
 
-def clip_grad_norm_reference(grads, max_norm, *, error_if_nonfinite=False):
+def clip_grad_norm_reference(grads: Grads, max_norm: float, *,
+                             error_if_nonfinite: bool = False) -> float:
     """The pure-NumPy reference of :func:`clip_grad_norm`: the same checks, the same
-    sums in the same order, the same scaling, bit for bit."""
+    sums in the same order, the same scaling, bit for bit.
+
+    Parameters
+    ----------
+    grads, max_norm, error_if_nonfinite
+        As for :func:`clip_grad_norm`.
+
+    Returns
+    -------
+    float
+        The total norm before scaling, equal to :func:`clip_grad_norm`'s bit for bit.
+    """
     return clip_grad_norm(grads, max_norm, error_if_nonfinite=error_if_nonfinite,
                           backend="numpy")

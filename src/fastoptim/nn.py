@@ -325,7 +325,7 @@ class BatchNorm(Layer):
         return self.gamma * xn + self.beta
 
     def backward(self, dout):
-        xn, xc, std = self._xn, self._xc, self._std
+        xn, std = self._xn, self._std
         self.grads = {"gamma": (xn * dout).sum(axis=0), "beta": dout.sum(axis=0)}
         dxn = self.gamma * dout
         if not self._batch:              # statistics are constants in evaluation mode

@@ -5,13 +5,17 @@ They are a thin shell over ``fastoptim._core`` (validation, step scalars) and th
 the math lives in the kernels and in ``fastoptim.reference``.
 """
 
+from __future__ import annotations
+
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _core, reference
 from ._dispatch import kernels as _kernels
+from ._typing import Backend, Grads, Params, StateDict
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta",
            "Adam", "AdamW"]
@@ -68,7 +72,8 @@ class Optimizer:
     _rule = None
     _hyper_names = ()
 
-    def __init__(self, *, num_threads=None, backend="cython", skip_nonfinite=False, **hyper):
+    def __init__(self, *, num_threads: int | None = None, backend: Backend = "cython",
+                 skip_nonfinite: bool = False, **hyper: Any) -> None:
         object.__setattr__(self, "_scalars_fn", None)
         self.num_threads = num_threads
         self.backend = backend
@@ -138,7 +143,7 @@ class Optimizer:
 
     # -- the step ------------------------------------------------------------------------
 
-    def update(self, params, grads):
+    def update(self, params: Params, grads: Grads) -> bool:
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -245,7 +250,7 @@ class Optimizer:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def state_dict(self):
+    def state_dict(self) -> StateDict:
         """The optimizer's hyper-parameters and state as plain Python and NumPy values
         (copies: later updates do not change it)."""
         names = _core.RULES[self._rule][0]
@@ -255,7 +260,7 @@ class Optimizer:
         return {"optimizer": type(self).__name__, "hyperparams": self.hyperparams,
                 "state": state}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict()`` returned, so that continuing is bit-identical to
         never having stopped. Nothing changes if the dict does not fit this optimizer."""
         if not isinstance(state_dict, Mapping) or set(state_dict) != {
@@ -306,26 +311,48 @@ class SGD(Optimizer):
     ----------
     lr : float, default 1e-3
         Learning rate, >= 0.
-    weight_decay : float, default 0
-        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
     num_threads : int or None, default None
-        Threads per update; None uses OpenMP's current maximum (``OMP_NUM_THREADS``,
-        threadpoolctl). Small arrays always run on one thread.
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
     backend : {"cython", "numpy"}, default "cython"
-        "numpy" runs the bit-identical pure-NumPy reference.
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
     skip_nonfinite : bool, default False
         Check every gradient of an ``update`` call first (one pass) and, if any element
         is NaN or Inf, skip the whole step: nothing written, no step counted;
         ``update`` returns False and ``skipped_steps`` counts it.
+
+    Notes
+    -----
+    Every class shares :class:`Optimizer`'s interface: hyper-parameters are attributes,
+    validated when set (``opt.lr = 1e-4``); :meth:`update` steps every parameter in
+    place; state is created on a parameter's first update; ``state_dict()`` /
+    ``load_state_dict()`` save and restore it.
+
+    Examples
+    --------
+    >>> import numpy as np, fastoptim as fo
+    >>> w = np.ones(3)
+    >>> fo.SGD(lr=0.1).update([w], [np.full(3, 2.0)])
+    True
+    >>> w
+    array([0.8, 0.8, 0.8])
     """
 
     _rule = "sgd"
     _hyper_names = ("lr", "weight_decay")
+    lr: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-3, *, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
-        super().__init__(lr=lr, weight_decay=weight_decay,
-                         num_threads=num_threads, backend=backend,
+    def __init__(self, lr: float = 1e-3, *, weight_decay: float = 0.0,
+                 num_threads: int | None = None, backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, num_threads=num_threads,
+                         backend=backend,
                          skip_nonfinite=skip_nonfinite)
 
 
@@ -333,15 +360,37 @@ class Momentum(Optimizer):
     """Momentum: ``v <- momentum*v + lr*g ; p <- p - v`` (state ``velocity``).
 
     ``v`` holds lr-scaled steps, so a later change of ``lr`` leaves the stored velocity
-    as it was (old steps keep their learning rate). Other parameters as in :class:`SGD`;
-    ``momentum`` must satisfy 0 <= momentum < 1 (default 0.9).
+    as it was (old steps keep their learning rate; torch.optim's ``SGD(momentum=...)``
+    agrees while ``lr`` is constant).
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    momentum : float, default 0.9
+        0 <= momentum < 1.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
     """
 
     _rule = "momentum"
     _hyper_names = ("lr", "momentum", "weight_decay")
+    lr: float
+    momentum: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-3, momentum=0.9, *, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.9, *,
+                 weight_decay: float = 0.0, num_threads: int | None = None,
+                 backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)
@@ -349,10 +398,28 @@ class Momentum(Optimizer):
 
 class Nesterov(Momentum):
     """Nesterov accelerated gradient in look-ahead form (Bengio et al. 2013, as in
-    torch.optim and Keras): ``v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)``.
+    torch.optim and Keras): ``v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)``
+    (state ``velocity``).
 
     The stored parameter is the look-ahead point ``theta - momentum*v`` of the classic
     formulation, so the gradient the caller computes at ``p`` is the look-ahead gradient.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    momentum : float, default 0.9
+        0 <= momentum < 1.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
     """
 
     _rule = "nesterov"
@@ -361,14 +428,33 @@ class Nesterov(Momentum):
 class AdaGrad(Optimizer):
     """AdaGrad: ``G <- G + g*g ; p <- p - lr*g / (sqrt(G) + eps)`` (state ``sum_sq``).
 
-    Defaults lr=1e-2, eps=1e-10 (eps outside the root, as torch.optim).
+    Parameters
+    ----------
+    lr : float, default 1e-2
+        Learning rate, >= 0.
+    eps : float, default 1e-10
+        Added to ``sqrt(G)`` (outside the root, as torch.optim), >= 0.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
     """
 
     _rule = "adagrad"
     _hyper_names = ("lr", "eps", "weight_decay")
+    lr: float
+    eps: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-2, *, eps=1e-10, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1e-2, *, eps: float = 1e-10, weight_decay: float = 0.0,
+                 num_threads: int | None = None, backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, eps=eps, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)
@@ -376,13 +462,39 @@ class AdaGrad(Optimizer):
 
 class RMSprop(Optimizer):
     """RMSprop: ``E <- alpha*E + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(E) + eps)``
-    (state ``square_avg``). Defaults lr=1e-2, alpha=0.99, eps=1e-8."""
+    (state ``square_avg``).
+
+    Parameters
+    ----------
+    lr : float, default 1e-2
+        Learning rate, >= 0.
+    alpha : float, default 0.99
+        Smoothing constant of the average, 0 <= alpha <= 1.
+    eps : float, default 1e-8
+        Added to ``sqrt(E)`` (outside the root), >= 0.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
+    """
 
     _rule = "rmsprop"
     _hyper_names = ("lr", "alpha", "eps", "weight_decay")
+    lr: float
+    alpha: float
+    eps: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-2, alpha=0.99, *, eps=1e-8, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, *, eps: float = 1e-8,
+                 weight_decay: float = 0.0, num_threads: int | None = None,
+                 backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)
@@ -391,13 +503,38 @@ class RMSprop(Optimizer):
 class AdaDelta(Optimizer):
     """AdaDelta: ``G <- rho*G + (1-rho)*g*g ; d <- sqrt(S+eps)/sqrt(G+eps)*g ;
     S <- rho*S + (1-rho)*d*d ; p <- p - lr*d`` (state ``square_avg``, ``acc_delta``).
-    Defaults lr=1.0, rho=0.9, eps=1e-6 (eps inside the roots, as Zeiler's paper)."""
+
+    Parameters
+    ----------
+    lr : float, default 1.0
+        Multiplies the step ``d`` (as torch.optim), >= 0.
+    rho : float, default 0.9
+        Decay of both running averages, 0 <= rho <= 1.
+    eps : float, default 1e-6
+        Inside both roots (Zeiler's paper), >= 0.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
+    """
 
     _rule = "adadelta"
     _hyper_names = ("lr", "rho", "eps", "weight_decay")
+    lr: float
+    rho: float
+    eps: float
+    weight_decay: float
 
-    def __init__(self, lr=1.0, rho=0.9, *, eps=1e-6, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1.0, rho: float = 0.9, *, eps: float = 1e-6,
+                 weight_decay: float = 0.0, num_threads: int | None = None,
+                 backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)
@@ -407,14 +544,42 @@ class Adam(Optimizer):
     """Adam with bias correction and coupled L2 decay (state ``exp_avg``,
     ``exp_avg_sq``): ``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
     p <- p - lr*m_hat / (sqrt(v_hat) + eps)``, ``m_hat = m/(1-b1**t)``,
-    ``v_hat = v/(1-b2**t)``, ``t`` counted per parameter. Defaults lr=1e-3,
-    betas=(0.9, 0.999), eps=1e-8."""
+    ``v_hat = v/(1-b2**t)``, ``t`` counted per parameter.
+
+    Computed in the paper's efficient form (equal in exact arithmetic; agrees with
+    torch.optim.Adam to rounding, not bit for bit).
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates ``(b1, b2)`` of the two moments, each 0 <= beta < 1.
+    eps : float, default 1e-8
+        Added to ``sqrt(v_hat)``, >= 0.
+    weight_decay : float, default 0.0
+        Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (your gradient
+        array is never written); >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
+    """
 
     _rule = "adam"
     _hyper_names = ("lr", "betas", "eps", "weight_decay")
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=0.0, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), *,
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 num_threads: int | None = None, backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)
@@ -422,12 +587,34 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """AdamW: decoupled weight decay ``p <- p*(1 - lr*weight_decay)``, then the Adam rule
-    with no decay term in ``g`` (Loshchilov & Hutter). Default weight_decay=1e-2."""
+    with no decay term in ``g`` (Loshchilov & Hutter).
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates ``(b1, b2)`` of the two moments, each 0 <= beta < 1.
+    eps : float, default 1e-8
+        Added to ``sqrt(v_hat)``, >= 0.
+    weight_decay : float, default 1e-2
+        Decoupled decay: the parameter shrinks by the factor ``1 - lr*weight_decay``
+        before the Adam step; >= 0.
+    num_threads : int or None, default None
+        Threads per update; None uses OpenMP's current maximum at each call, so
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` apply. Calls below
+        the serial thresholds run on one thread. Results are the same, bit for bit,
+        for any count.
+    backend : {"cython", "numpy"}, default "cython"
+        "numpy" runs the pure-NumPy reference: the same results, only slower.
+    """
 
     _rule = "adamw"
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), *, eps=1e-8, weight_decay=1e-2, num_threads=None,
-                 backend="cython", skip_nonfinite=False):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), *,
+                 eps: float = 1e-8, weight_decay: float = 1e-2,
+                 num_threads: int | None = None, backend: Backend = "cython",
+                 skip_nonfinite: bool = False) -> None:
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          num_threads=num_threads, backend=backend,
                          skip_nonfinite=skip_nonfinite)

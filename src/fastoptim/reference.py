@@ -2,8 +2,8 @@
 
 One function per rule, with the same name, signature and order of operations as the
 compiled kernel (``fastoptim._kernels_<target>``, chosen by ``fastoptim._dispatch``), so
-that both give bit-identical results for float32 and float64. Each function updates ``param`` and its state buffers in place and
-never writes to ``grad``.
+that both give bit-identical results for float32 and float64. Each function updates
+``param`` and its state buffers in place and never writes to ``grad``.
 
 Conventions shared with the kernels:
 

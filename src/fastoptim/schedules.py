@@ -36,8 +36,14 @@ stored scaled.
 [0.1, 0.1, 0.05, 0.05, 0.025]
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineWithWarmup",
            "ReduceLROnPlateau"]
@@ -77,7 +83,7 @@ class LRScheduler:
 
     _settings = ()
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not hasattr(optimizer, "lr") or not hasattr(optimizer, "update"):
             raise TypeError(f"optimizer must be a fastoptim optimizer (with an lr "
                             f"attribute), got {type(optimizer).__name__}")
@@ -86,15 +92,15 @@ class LRScheduler:
         self.last_step = 0
         self._apply(self.lr_at(0))
 
-    def lr_at(self, t):
+    def lr_at(self, t: int) -> float:
         """The learning rate after ``t`` calls of ``step()``."""
         raise NotImplementedError
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         """The learning rate for the current step: ``lr_at(last_step)``."""
         return self.lr_at(self.last_step)
 
-    def step(self):
+    def step(self) -> float:
         """Advance one step and set ``optimizer.lr``; returns the new learning rate."""
         self.last_step += 1
         return self._apply(self.get_lr())
@@ -104,14 +110,14 @@ class LRScheduler:
         self.last_lr = float(lr)
         return self.last_lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The schedule's settings and position, as plain Python values."""
         out = {"scheduler": type(self).__name__, "base_lr": self.base_lr,
                "last_step": self.last_step, "last_lr": self.last_lr}
         out.update({n: getattr(self, n) for n in self._settings})
         return out
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``state_dict()``, and set ``optimizer.lr`` to the saved ``last_lr``
         (continuing gives the same learning rates as never having stopped)."""
         kind = state_dict.get("scheduler")
@@ -151,7 +157,7 @@ class StepLR(LRScheduler):
 
     _settings = ("step_size", "gamma")
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self.step_size = step_size
         self.gamma = gamma
         self._check()
@@ -176,7 +182,7 @@ class ExponentialLR(LRScheduler):
 
     _settings = ("gamma",)
 
-    def __init__(self, optimizer, gamma):
+    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         self.gamma = gamma
         self._check()
         super().__init__(optimizer)
@@ -208,7 +214,8 @@ class CosineWithWarmup(LRScheduler):
 
     _settings = ("warmup_steps", "total_steps", "min_lr")
 
-    def __init__(self, optimizer, warmup_steps, total_steps, min_lr=0.0):
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
+                 min_lr: float = 0.0) -> None:
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
         self.min_lr = min_lr
@@ -256,8 +263,9 @@ class ReduceLROnPlateau(LRScheduler):
     _settings = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
                  "min_lr", "eps", "best", "num_bad_steps", "cooldown_counter")
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8) -> None:
         self.mode = mode
         self.factor = factor
         self.patience = patience
@@ -303,7 +311,7 @@ class ReduceLROnPlateau(LRScheduler):
                  else self.best + self.threshold)
         return metric > bound
 
-    def step(self, metric):
+    def step(self, metric: float) -> float:  # type: ignore[override]
         """Record one evaluation of the metric; reduce ``lr`` if it has plateaued.
         Returns the (possibly new) learning rate."""
         if isinstance(metric, bool) or not isinstance(metric, numbers.Real):

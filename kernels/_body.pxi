@@ -587,61 +587,80 @@ cdef int _cmp_interval(const void* x, const void* y) noexcept nogil:
     return -1 if a.lo < b.lo else (1 if a.lo > b.lo else 0)
 
 
+cdef inline Py_ssize_t _add_interval(Interval* iv, Py_ssize_t m, const char* lo,
+                                     Py_ssize_t nbytes, Py_ssize_t owner) noexcept:
+    if lo != NULL and nbytes:
+        iv[m].lo = lo
+        iv[m].hi = lo + nbytes
+        iv[m].owner = owner
+        return m + 1
+    return m
+
+
 cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes,
                          object cache) except -1:
-    """True when a parameter shares memory with another parameter of the call, or a
-    gradient with another parameter: threads would then race, so the caller runs the
-    update serially, in order -- exactly as the reference does. The sorted parameter
-    intervals are cached (``cache``, a list owned by the optimizer) and re-sorted only
-    when the parameters' memory changes."""
+    """True when memory written by the call (parameters and state buffers) overlaps
+    other memory it writes, or a gradient overlaps memory written for another parameter
+    (or its own state buffer other than exactly): threads would then race, so the caller
+    runs the update serially, in order -- exactly as the reference does. A gradient that
+    is exactly its own state buffer is safe in parallel (each element is read before it
+    is written, by one thread). The sorted intervals are cached (``cache``, a list owned
+    by the optimizer) and re-sorted only when the written memory changes."""
     cdef Py_ssize_t k, j, lo, hi, mid, m = 0
     cdef bytes key
     cdef Interval* iv
-    cdef bint params_overlap = False
+    cdef bint written_overlap = False
     cdef char* kbuf
-    # the cache key: every parameter's (pointer, byte size) in call order
-    key = bytes(ne * 2 * sizeof(Py_ssize_t))
+    cdef const char* g0
+    cdef const char* g1
+    # the cache key: every parameter's and state buffer's pointer, and the byte size
+    key = bytes(ne * 4 * sizeof(Py_ssize_t))
     kbuf = <char*>key
     for k in range(ne):
-        (<Py_ssize_t*>kbuf)[2 * k] = <Py_ssize_t>e[k].p
-        (<Py_ssize_t*>kbuf)[2 * k + 1] = nbytes[k]
+        (<Py_ssize_t*>kbuf)[4 * k] = <Py_ssize_t>e[k].p
+        (<Py_ssize_t*>kbuf)[4 * k + 1] = <Py_ssize_t>e[k].s0
+        (<Py_ssize_t*>kbuf)[4 * k + 2] = <Py_ssize_t>e[k].s1
+        (<Py_ssize_t*>kbuf)[4 * k + 3] = nbytes[k]
     if len(cache) == 3 and cache[0] == key:
-        params_overlap = cache[2]
+        written_overlap = cache[2]
         iv = <Interval*><char*>(<bytes>cache[1])
         m = len(<bytes>cache[1]) // sizeof(Interval)
     else:
-        ivs = bytes(ne * sizeof(Interval))
+        ivs = bytes(3 * ne * sizeof(Interval))
         iv = <Interval*><char*>ivs
         for k in range(ne):
-            if nbytes[k]:
-                iv[m].lo = e[k].p
-                iv[m].hi = e[k].p + nbytes[k]
-                iv[m].owner = k
-                m += 1
+            m = _add_interval(iv, m, e[k].p, nbytes[k], k)
+            m = _add_interval(iv, m, e[k].s0, nbytes[k], k)
+            m = _add_interval(iv, m, e[k].s1, nbytes[k], k)
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for k in range(1, m):
             if iv[k].lo < iv[k - 1].hi:
-                params_overlap = True
+                written_overlap = True
                 break
         ivs = ivs[:m * sizeof(Interval)]
         iv = <Interval*><char*>ivs
-        cache[:] = [key, ivs, params_overlap]
-    if params_overlap:
+        cache[:] = [key, ivs, written_overlap]
+    if written_overlap:
         return True
-    # each gradient against the sorted, disjoint parameter intervals
+    # each gradient against the sorted, disjoint written intervals (their ends are
+    # sorted too, so the ones it overlaps are the last few starting before its end)
     for k in range(ne):
         if not nbytes[k]:
             continue
-        lo, hi = 0, m  # last interval with iv.lo < gradient end
+        g0 = e[k].g
+        g1 = e[k].g + nbytes[k]
+        lo, hi = 0, m  # the first interval with iv.lo >= gradient end
         while lo < hi:
             mid = (lo + hi) // 2
-            if iv[mid].lo < e[k].g + nbytes[k]:
+            if iv[mid].lo < g1:
                 lo = mid + 1
             else:
                 hi = mid
         j = lo - 1
-        if j >= 0 and iv[j].hi > e[k].g and iv[j].owner != k:
-            return True
+        while j >= 0 and iv[j].hi > g0:
+            if not (iv[j].owner == k and iv[j].lo == g0 and iv[j].hi == g1):
+                return True
+            j -= 1
     return False
 
 
@@ -737,7 +756,9 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 slot = <object>sp
                 ok = type(slot) is list and len(<list>slot) == nstate + 1
                 for k in range(nstate):
-                    ok = ok and _like((<list>slot)[k + 1], &pi, True, &sdata[k])
+                    # (a gradient in its own state buffer: the Python path copies it)
+                    ok = ok and _like((<list>slot)[k + 1], &pi, True, &sdata[k]) \
+                        and _disjoint(sdata[k], pi.nbytes, gdata, pi.nbytes)
             if not ok:
                 # the Python path: raises for bad input, else flat views / copies
                 res = slow_fn(key, p, g, <object>sp if sp != NULL else None)

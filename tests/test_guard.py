@@ -104,3 +104,17 @@ def test_off_by_default_nan_flows():
     p = np.zeros(3)
     assert opt.update([p], [np.array([np.nan, 1.0, 1.0])]) is True
     assert np.isnan(p[0]) and opt.skipped_steps == 0
+
+
+def test_checkpoint_load_takes_the_guard_option(tmp_path):
+    """skip_nonfinite describes how a run steps, not state: load() takes it, like
+    num_threads and backend."""
+    opt = fo.Adam()
+    p = {"w": np.ones(3)}
+    opt.update(p, {"w": np.ones(3)})
+    fo.save(opt, tmp_path / "ckpt")
+    again = fo.load(tmp_path / "ckpt", skip_nonfinite=True)
+    before = p["w"].copy()
+    assert again.update(p, {"w": np.array([1.0, np.nan, 1.0])}) is False
+    assert_same(p["w"], before)
+    assert again.state["w"]["step"] == 1 and again.skipped_steps == 1

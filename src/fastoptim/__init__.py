@@ -19,13 +19,14 @@ from . import _dispatch, clip, functional, nn, reference, schedules
 from ._dispatch import kernels as _kernels
 from ._typing import Config
 from ._version import __version__
+from .checkpoint import load, save
 from .clip import clip_grad_norm, clip_grad_norm_reference
 from .optimizers import SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
            "AdamW", "Optimizer", "functional", "reference", "schedules", "nn", "clip",
            "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
-           "__version__"]
+           "save", "load", "__version__"]
 
 
 def get_config() -> Config:

@@ -202,6 +202,8 @@ class Optimizer:
             slot = [_step_box(0)] + [np.zeros_like(p) for _ in names]
         else:
             slot = self._slot_for(key, slot, p, order, names)
+            if g.size and any(np.may_share_memory(g, b) for b in slot[1:]):
+                g = g.copy(order=order)  # read as at the call, like functional._run
         return p, g, slot
 
     def _update_reference(self, params, grads):

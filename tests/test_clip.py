@@ -317,3 +317,15 @@ def test_bad_arguments():
         fo.clip_grad_norm("abc", 1.0)
     with pytest.raises(TypeError, match="grads must be"):
         fo.clip_grad_norm(3.0, 1.0)
+
+
+def test_masked_and_unaligned_gradients_are_refused():
+    ok = np.ones(4)
+    unaligned = np.frombuffer(bytearray(8 * 4 + 1), dtype=np.float64, offset=1, count=4)
+    assert not unaligned.flags.aligned
+    for bad, match in [(np.ma.array(np.ones(4), mask=[0, 1, 0, 0]), "masked array"),
+                       (unaligned, "not aligned")]:
+        before = ok.copy()
+        with pytest.raises(TypeError, match=match):
+            fo.clip_grad_norm([ok, bad], max_norm=0.1)
+        assert np.array_equal(ok, before)

@@ -67,6 +67,9 @@ def _check_grads(grads):
         if not isinstance(g, np.ndarray):
             raise TypeError(f"{what} must be a NumPy array (float32 or float64), got "
                             f"{type(g).__name__}")
+        if isinstance(g, np.ma.MaskedArray):
+            raise TypeError(f"{what} is a masked array; pass plain gradients (e.g. "
+                            f"g.filled(0)) so that every element is counted and scaled")
         if g.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{what} has dtype {g.dtype}; clip_grad_norm takes native "
                             f"float32 or float64 arrays (dtypes may differ between "
@@ -75,6 +78,9 @@ def _check_grads(grads):
             raise ValueError(f"{what} is read-only (flags.writeable is False); "
                              f"clip_grad_norm scales gradients in place: pass writeable "
                              f"arrays")
+        if not g.flags.aligned:
+            raise TypeError(f"{what} is not aligned to its dtype in memory (e.g. made with "
+                            f"np.frombuffer at an odd offset); pass arrays NumPy allocated")
         if g.flags.c_contiguous:
             order = "C"
         elif g.flags.f_contiguous:

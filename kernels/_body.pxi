@@ -73,6 +73,7 @@ cdef extern from *:
     int fo_cpu_has_avx2() noexcept nogil
     int fo_cpu_has_avx512() noexcept nogil
 
+include "_pacer.pxi"
 
 # Rule ids (the order of fastoptim._core.RULES) and their state-buffer counts.
 cdef enum:
@@ -317,7 +318,7 @@ cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
     update so thin that the region costs more than the work)."""
     cdef Py_ssize_t threshold = _threshold_light if rule <= R_NESTEROV else _threshold_heavy
     cdef Py_ssize_t chunk = threshold // 2 if threshold >= 2 else 1
-    if n < threshold or not FO_HAVE_OPENMP:
+    if n < threshold or not FO_HAVE_OPENMP or fo_forked:
         return 1
     if requested <= 0:
         requested = fo_max_threads()
@@ -666,7 +667,7 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
 
 def update_many(int rule, object params, object grads, dict slots, object scalars_fn,
                 object slow_fn, object pairs_fn, int num_threads, list cache, list plan,
-                bint skip_nonfinite=False):
+                bint skip_nonfinite=False, object pacer=None):
     """Update every parameter of one optimizer call in one pass over memory.
 
     params, grads: two dicts with the same keys, or two lists/tuples of equal length
@@ -688,6 +689,9 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
 
     skip_nonfinite: first check every gradient element (one pass, all threads); if any
         is NaN or Inf, write nothing, count no step, and return False.
+    pacer: None (use the threads asked for, above the size thresholds), or a bytearray
+        of PACER_BYTES owned by the optimizer: the adaptive policy (see _pacer.pxi)
+        then decides, call by call, between one thread and those asked for.
 
     Every array is checked before any is written; an exception leaves everything as it
     was. Steps are counted per parameter. Returns True when the step was applied.
@@ -714,6 +718,8 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef list step_values = []  # distinct steps, in order of their scalar-set index
     cdef dict step_index = None
     cdef list pkeys, pslots
+    cdef Pacer* ps = _pacer_of(pacer)
+    cdef bint paced_serial = False
     if n == 0:
         return True
     if len(plan) != 2 or len(<list>plan[0]) != n:
@@ -805,21 +811,27 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             pairs_fn(params, grads)  # raises the extra-key error
             raise RuntimeError("internal error: extra gradients not reported")
 
-        # -- 2. the guard: nothing written, no step counted, if a gradient is not finite
-        if skip_nonfinite and _any_nonfinite(e, n, total, _threads(R_SGD, num_threads, work)):
+        # -- 2. threads: none above one for overlapping arrays; the pacer's choice -------
+        nt = _threads(rule, num_threads, work)
+        if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
+            nt = 1
+        elif nt > 1 and ps != NULL:
+            nt = _pace(ps, work, fo_now_ns(), nt)
+            paced_serial = nt == 1
+
+        # -- 3. the guard: nothing written, no step counted, if a gradient is not finite
+        if skip_nonfinite and _any_nonfinite(
+                e, n, total, 1 if paced_serial else _threads(R_SGD, num_threads, work)):
             return False
 
-        # -- 3. the scalars of every distinct step (Python, float64) -------------------
+        # -- 4. the scalars of every distinct step (Python, float64) -------------------
         ss = <ScalarSet*>PyMem_Malloc(len(step_values) * sizeof(ScalarSet))
         if ss == NULL:
             raise MemoryError()
         for k in range(len(step_values)):
             _fill_scalars(&ss[k], tuple(scalars_fn(step_values[k])))
 
-        # -- 4. nothing can fail from here on ------------------------------------------
-        nt = _threads(rule, num_threads, work)
-        if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
-            nt = 1
+        # -- 5. nothing can fail from here on ------------------------------------------
         if pending is not None:
             for i, key, slot in pending:
                 slots[key] = slot
@@ -922,7 +934,7 @@ def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
            floating[::1] c=None, *, int num_threads=1):
     """a += read (and b, c likewise), split evenly over num_threads threads."""
     cdef Py_ssize_t n = read.shape[0]
-    cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP else 1
+    cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP and not fo_forked else 1
     cdef floating* pb = NULL
     cdef floating* pc = NULL
     _length(n, a.shape[0], b.shape[0] if b is not None else -1,

@@ -31,6 +31,7 @@ vectorise the full rows of a chunk without reordering any lane's additions (no
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cdef extern from *:
     """
@@ -45,6 +46,8 @@ cdef extern from *:
     """
     int FO_CLIP_HAVE_OPENMP
     int fo_clip_max_threads() noexcept nogil
+
+include "_pacer.pxi"
 
 
 cdef enum:
@@ -163,7 +166,7 @@ cdef void _chunk_scale(Py_ssize_t k, Py_ssize_t total, char** ptrs, const int* i
 cdef inline int _threads(int requested, Py_ssize_t n, Py_ssize_t nchunks) noexcept nogil:
     """1 below the threshold or without OpenMP; else the request (<= 0: OpenMP's current
     maximum), capped at one thread per two chunks."""
-    if n < _threshold or not FO_CLIP_HAVE_OPENMP:
+    if n < _threshold or not FO_CLIP_HAVE_OPENMP or fo_forked:
         return 1
     if requested <= 0:
         requested = fo_clip_max_threads()
@@ -243,10 +246,21 @@ cdef class _Buffers:
         free(self.offsets)
 
 
-def sum_of_squares(arrays, *, int num_threads=0):
+# The adaptive policy's state for clip_grad_norm (one per process: a training loop clips
+# once per step, so the period between calls is the loop's), and its last choice, which
+# the scaling pass that follows a norm follows too.
+cdef Pacer _pacer
+_pacer.magic = 0
+cdef bint _paced_serial = False
+
+
+def sum_of_squares(arrays, *, int num_threads=0, bint adaptive=False):
     """The sum of squares of every element of ``arrays`` (a list of 1-D contiguous
     float32/float64 arrays, dtypes may differ), in float64, in the fixed chunk order
-    described in the module docstring. ``num_threads <= 0``: OpenMP's current maximum."""
+    described in the module docstring. ``num_threads <= 0``: OpenMP's current maximum.
+    ``adaptive``: the module's pacer chooses between one thread and ``num_threads``
+    (see _pacer.pxi), and the next ``scale(adaptive=True)`` follows its choice."""
+    global _paced_serial
     cdef _Buffers b = _Buffers(arrays, False)
     cdef Py_ssize_t total = b.total, narr = b.narr, k
     cdef Py_ssize_t nchunks = (total + _CHUNK - 1) // _CHUNK
@@ -259,6 +273,10 @@ def sum_of_squares(arrays, *, int num_threads=0):
     if sums == NULL:
         raise MemoryError()
     nt = _threads(num_threads, total, nchunks)
+    _paced_serial = False
+    if nt > 1 and adaptive:
+        nt = _pace(&_pacer, total, fo_now_ns(), nt)
+        _paced_serial = nt == 1
     with nogil:
         if nt > 1:
             for k in prange(nchunks, schedule="static", num_threads=nt):
@@ -272,9 +290,10 @@ def sum_of_squares(arrays, *, int num_threads=0):
     return s
 
 
-def scale(arrays, double factor, *, int num_threads=0):
+def scale(arrays, double factor, *, int num_threads=0, bint adaptive=False):
     """Multiply every element of ``arrays`` (1-D contiguous, writeable float32/float64)
-    in place by ``factor`` converted to the array's dtype."""
+    in place by ``factor`` converted to the array's dtype. ``adaptive``: one thread if
+    the last ``sum_of_squares(adaptive=True)`` chose one."""
     cdef _Buffers b = _Buffers(arrays, True)
     cdef Py_ssize_t total = b.total, narr = b.narr, k
     cdef Py_ssize_t nchunks = (total + _CHUNK - 1) // _CHUNK
@@ -283,6 +302,8 @@ def scale(arrays, double factor, *, int num_threads=0):
     if total == 0:
         return
     nt = _threads(num_threads, total, nchunks)
+    if adaptive and _paced_serial:
+        nt = 1
     with nogil:
         if nt > 1:
             for k in prange(nchunks, schedule="static", num_threads=nt):
@@ -310,6 +331,13 @@ def set_parallel_threshold(Py_ssize_t n):
     old = _threshold
     _threshold = n
     return old
+
+
+def pacer_state():
+    """What the module's pacer has seen (see ``pacer_info``), or None."""
+    cdef bytearray b = bytearray(sizeof(Pacer))
+    memcpy(<char*>b, &_pacer, sizeof(Pacer))
+    return pacer_info(b)
 
 
 def _effective_threads(Py_ssize_t n, int num_threads=0):

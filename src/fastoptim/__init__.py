@@ -15,18 +15,37 @@ pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``
 schedules), ``fastoptim.nn`` (a small NumPy network toolkit).
 """
 
-from . import _dispatch, clip, functional, nn, reference, schedules
-from ._dispatch import kernels as _kernels
-from ._typing import Config
-from ._version import __version__
-from .checkpoint import load, save
-from .clip import clip_grad_norm, clip_grad_norm_reference
-from .optimizers import SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
+# The threading policy sets the OpenMP runtime's wait behaviour for its loading, so it
+# runs before any compiled module (each of which loads the runtime) is imported.
+from . import _threading
+
+_threading.configure()
+
+from . import _clip, _dispatch, clip, functional, nn, reference, schedules  # noqa: E402
+from ._dispatch import kernels as _kernels  # noqa: E402
+from ._threading import set_threading  # noqa: E402
+from ._typing import Config  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .checkpoint import load, save  # noqa: E402
+from .clip import clip_grad_norm, clip_grad_norm_reference  # noqa: E402
+from .optimizers import (  # noqa: E402
+    SGD,
+    AdaDelta,
+    AdaGrad,
+    Adam,
+    AdamW,
+    Momentum,
+    Nesterov,
+    Optimizer,
+    RMSprop,
+)
+
+_threading.finish()
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
            "AdamW", "Optimizer", "functional", "reference", "schedules", "nn", "clip",
            "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
-           "save", "load", "__version__"]
+           "set_threading", "save", "load", "__version__"]
 
 
 def get_config() -> Config:
@@ -43,7 +62,15 @@ def get_config() -> Config:
         vector target whose kernels run: "baseline", "avx2" or "avx512", see
         ``FASTOPTIM_CPU``) and ``cpu_targets`` (all that are built and that this CPU
         can run, best first); ``compiler`` and ``flags`` (the build of the chosen
-        target).
+        target); ``threading`` (the policy in force: "adaptive", "spin" or "yield", see
+        :func:`set_threading` and ``FASTOPTIM_THREADING``); ``wait`` (how idle OpenMP
+        workers wait: the runtime setting fastoptim chose for the policy at import, or
+        the user's own ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` / ``KMP_BLOCKTIME``);
+        ``wait_applied`` (True: in force; False: the OpenMP runtime had been loaded
+        before fastoptim, so its own setting applies -- ``wait_note`` says which
+        runtime; None: cannot tell, or no OpenMP); ``fork_child`` (True in a process
+        made by ``fork()`` after fastoptim was imported: every step then runs on one
+        thread, since GNU libgomp's threads do not survive a fork).
 
     See Also
     --------
@@ -57,6 +84,7 @@ def get_config() -> Config:
     (True, True)
     """
     info = _kernels.build_info()
+    wait, applied, note = _threading.wait_report(_kernels.openmp_enabled())
     return {
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),
@@ -66,13 +94,19 @@ def get_config() -> Config:
         "cpu_targets": _dispatch.supported(),
         "compiler": info["compiler"],
         "flags": info["flags"],
+        "threading": _threading.policy,
+        "wait": wait,
+        "wait_applied": applied,
+        "wait_note": note,
+        "fork_child": _kernels.fork_child() or _clip.fork_child(),
     }
 
 
 def show_config() -> None:
     """Print :func:`get_config`, one ``key : value`` line each (version, OpenMP, threads,
-    serial thresholds, CPU target, compiler and flags): the first thing to paste into a
-    bug report.
+    serial thresholds, CPU target, compiler and flags, threading policy, OpenMP wait
+    setting and whether it applied, forked child): the first thing to paste into a bug
+    report.
 
     Returns
     -------

@@ -2,7 +2,7 @@
 runs any check -- the checks are in ``fastoptim._core``)."""
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, TypedDict, Union
+from typing import Any, Literal, Optional, Protocol, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -50,3 +50,8 @@ class Config(TypedDict):
     cpu_targets: list[str]
     compiler: str
     flags: str
+    threading: str
+    wait: str
+    wait_applied: Optional[bool]
+    wait_note: str
+    fork_child: bool

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import _clip, _core
+from . import _clip, _core, _threading
 from ._typing import Backend, Grads
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_reference", "sum_of_squares_reference",
@@ -183,11 +183,13 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
         summer = sum_of_squares_reference
         scaler = _scale_reference
     elif backend == "cython":
+        paced = _threading.adaptive and nt == 0   # num_threads=None: the policy decides
+
         def summer(flats):
-            return _clip.sum_of_squares(flats, num_threads=nt)
+            return _clip.sum_of_squares(flats, num_threads=nt, adaptive=paced)
 
         def scaler(flats, factor):
-            _clip.scale(flats, factor, num_threads=nt)
+            _clip.scale(flats, factor, num_threads=nt, adaptive=paced)
     else:
         raise ValueError(f"Invalid backend: {backend!r} (must be 'cython' or 'numpy')")
     flats = _check_grads(grads)

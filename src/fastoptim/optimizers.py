@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, reference
+from . import _core, _threading, reference
 from ._dispatch import kernels as _kernels
 from ._typing import Backend, Grads, Params, StateDict
 
@@ -89,6 +89,8 @@ class Optimizer:
         self._slots = {}
         self._overlap_cache = []
         self._plan = []  # update_many's [keys, slots] of the last call; [] = unknown
+        # the adaptive threading policy's measurements for this optimizer's loop
+        self._pacer = bytearray(_kernels.PACER_BYTES)
         if num_threads not in (None, 1) and not _kernels.openmp_enabled():
             warnings.warn("fastoptim was built without OpenMP: num_threads="
                           f"{num_threads} is ignored and every update runs on one core. "
@@ -185,7 +187,8 @@ class Optimizer:
             applied = _kernels.update_many(
                 _core.RULE_IDS[self._rule], params, grads, self._slots, self._scalars(),
                 self._slow_path, _pairs, self._nt, self._overlap_cache, self._plan,
-                self.skip_nonfinite)
+                self.skip_nonfinite,
+                self._pacer if _threading.adaptive and self._nt == 0 else None)
         else:
             applied = self._update_reference(params, grads)
         if not applied:

@@ -412,6 +412,8 @@ cdef void _one(int rule, floating* p, const floating* g, floating* s0, floating*
     cdef Entry e
     cdef ScalarSet ss
     cdef int nt = _threads(rule, num_threads, n * sizeof(floating) // 4)
+    if nt > 1 and num_threads < 0:
+        nt = _pace_keyed(p, n * sizeof(floating) // 4, nt)
     _fill_scalars(&ss, scalars)
     e.p = <char*>p
     e.g = <char*>g

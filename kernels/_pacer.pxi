@@ -212,6 +212,29 @@ cdef Pacer* _pacer_of(object pacer) except? NULL:
     return <Pacer*><char*>pacer
 
 
+# The functional API's kernels take one array per call, so a training loop calls them
+# once per parameter per step: their pacers are keyed by the parameter's address (the
+# period between two calls on the same array is the loop's), in a small direct-mapped
+# table; two arrays that share an entry start over each time (then: parallel, as before
+# the adaptive policy). Only touched with the GIL held.
+cdef enum:
+    KEYED_BITS = 8
+    KEYED_SLOTS = 256
+
+cdef Pacer _keyed[KEYED_SLOTS]
+cdef size_t _keyed_key[KEYED_SLOTS]
+
+
+cdef int _pace_keyed(const void* key, long long work, int nt) noexcept nogil:
+    cdef size_t k = <size_t>key
+    cdef int i = <int>(((<unsigned long long>k >> 4) * 11400714819323198485ULL)
+                       >> (64 - KEYED_BITS))
+    if _keyed_key[i] != k:
+        _keyed_key[i] = k
+        _keyed[i].magic = 0
+    return _pace(&_keyed[i], work, fo_now_ns(), nt)
+
+
 def pacer_info(bytearray pacer):
     """What a pacer has seen (for tests and ``fastoptim bench``): the mode in use, the
     measured costs (median periods, seconds; None: not measured), call counts."""
@@ -226,6 +249,17 @@ def pacer_info(bytearray pacer):
         "calls": s.calls, "parallel_calls": s.parallel_calls, "trials": s.trials,
         "switches": s.switches, "interval": s.interval, "work": s.work,
     }
+
+
+def keyed_pacer_info(size_t address):
+    """``pacer_info`` of the functional API's pacer for the array at ``address``."""
+    cdef int i = <int>(((<unsigned long long>address >> 4) * 11400714819323198485ULL)
+                       >> (64 - KEYED_BITS))
+    if _keyed_key[i] != address or _keyed[i].magic != PACER_MAGIC:
+        return None
+    cdef bytearray b = bytearray(sizeof(Pacer))
+    memcpy(<char*>b, &_keyed[i], sizeof(Pacer))
+    return pacer_info(b)
 
 
 def pacer_simulate(costs, long long work=1):

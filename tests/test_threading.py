@@ -118,6 +118,28 @@ def test_clip_grad_norm_is_paced_by_default_only():
         fo.set_threading(old)
 
 
+@pytest.mark.skipif(not _kernels.openmp_enabled(), reason="serial build: nothing to pace")
+def test_functional_calls_are_paced_per_parameter():
+    from fastoptim import functional as F
+
+    old = fo.set_threading("adaptive")
+    try:
+        ps = [np.zeros(BIG, np.float32) for _ in range(2)]
+        g = np.ones(BIG, np.float32)
+        bufs = [(np.zeros(BIG, np.float32), np.zeros(BIG, np.float32)) for _ in ps]
+        for step in range(1, 4):
+            for p, (m, v) in zip(ps, bufs):
+                F.adam(p, g, m, v, step=step, lr=0.1)
+        for p in ps:
+            info = _kernels.keyed_pacer_info(p.ctypes.data)
+            assert info is not None and info["calls"] == 3 and info["work"] == BIG
+        q = np.zeros(BIG, np.float32)
+        F.sgd(q, g, lr=0.1, num_threads=2)         # an explicit count is kept
+        assert _kernels.keyed_pacer_info(q.ctypes.data) is None
+    finally:
+        fo.set_threading(old)
+
+
 def test_set_threading_checks_and_returns_the_old_policy():
     old = fo.set_threading("yield")
     try:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _core, _threading
 from ._typing import ArrayIn, Backend
 
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
@@ -41,6 +41,8 @@ def _run(rule, param, grad, state, step, num_threads, backend, **hyper):
     names, scalars, scalar_names = _core.RULES[rule]
     kernel = getattr(_core.check_backend(backend), rule)
     nt = _core.check_num_threads(num_threads)
+    if nt == 0 and backend == "cython" and _threading.adaptive:
+        nt = -1  # the kernel's pacer for this parameter decides: serial or parallel
     values = scalars(_core.check_step(step), **_core.check_hyper(**hyper))
     p, order = _core.check_param("param", param)
     bufs = [_core.check_state_buffer(n, b, p, order) for n, b in zip(names, state)]

@@ -42,8 +42,8 @@ def get_config() -> Config:
         element counts below which an update runs on one thread); ``cpu_target`` (the
         vector target whose kernels run: "baseline", "avx2" or "avx512", see
         ``FASTOPTIM_CPU``) and ``cpu_targets`` (all that are built and that this CPU
-        can run, best first); ``compiler`` and ``flags`` (the build of the chosen
-        target).
+        can run, best first, less any wider than the one ``FASTOPTIM_CPU`` names);
+        ``compiler`` and ``flags`` (the build of the chosen target).
 
     See Also
     --------

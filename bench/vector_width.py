@@ -6,9 +6,11 @@ Adam) do not on CPUs whose divide/sqrt unit has the same per-element throughput 
 every vector width (as on this project's Xeon).
 
     python bench/vector_width.py
+
+Only the targets this CPU runs are timed (``FASTOPTIM_CPU`` caps them, see
+fastoptim._dispatch); the others are named with the reason, never imported.
 """
 
-import importlib
 import statistics
 import time
 
@@ -48,10 +50,12 @@ def per_element_ns(module, rule, small=16, large=1024):
 def main():
     targets = _dispatch.supported()
     print("ns per float32 element, one thread, 1024 elements (in L1)")
+    for t in _dispatch.PREFERENCE:
+        if t not in targets:
+            print(f"({t} not timed: {_dispatch.unavailable_reason(t)})")
     print(f"{'rule':<8}" + "".join(f"{t:>10}" for t in targets))
     for rule in HYPER:
-        row = [per_element_ns(importlib.import_module(f"fastoptim._kernels_{t}"), rule)
-               for t in targets]
+        row = [per_element_ns(_dispatch.load(t), rule) for t in targets]
         print(f"{rule:<8}" + "".join(f"{v:>10.3f}" for v in row))
 
 

@@ -1,7 +1,10 @@
+import sys
+
 import numpy as np
 import pytest
 
 import fastoptim as fo
+from fastoptim import _dispatch
 from fastoptim._dispatch import kernels as _kernels
 
 OPTIMIZERS = [fo.SGD, fo.Momentum, fo.Nesterov, fo.AdaGrad, fo.RMSprop, fo.AdaDelta,
@@ -56,3 +59,37 @@ def assert_snapshot_equal(s1, s2):
                 assert_same(st1[k][n], st2[k][n])
             else:
                 assert st1[k][n] == st2[k][n]
+
+
+# CPU targets: every per-target test is parametrized over all of them; those this run may
+# not touch (not built, the CPU lacks them, or FASTOPTIM_CPU caps them away) are skipped
+# with the reason, never imported. See fastoptim._dispatch.
+def target_params():
+    """pytest params for every CPU target, best first, unsupported ones skipped."""
+    out = []
+    for t in _dispatch.PREFERENCE:
+        reason = _dispatch.unavailable_reason(t)
+        marks = [pytest.mark.skip(reason=f"{t}: {reason}")] if reason else []
+        out.append(pytest.param(t, id=t, marks=marks))
+    return out
+
+
+def forbidden_kernel_modules(modules, supported):
+    """The names in ``modules`` of kernel modules for targets outside ``supported``."""
+    return sorted(f"fastoptim._kernels_{t}" for t in _dispatch.PREFERENCE
+                  if t not in supported and f"fastoptim._kernels_{t}" in modules)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything imported a kernel module this run may not touch (on a
+    CPU without it the import would have crashed; under FASTOPTIM_CPU it is capped)."""
+    bad = forbidden_kernel_modules(sys.modules, _dispatch.supported())
+    if bad:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = (f"kernel modules for unsupported CPU targets were imported: "
+               f"{', '.join(bad)} (supported: {', '.join(_dispatch.supported())})")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {msg}", red=True, bold=True)
+        else:
+            sys.stderr.write(f"ERROR: {msg}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -8,12 +8,10 @@ import pytest
 import fastoptim as fo
 from fastoptim import _dispatch, optimizers
 
-from conftest import HYPER, OPTIMIZERS, assert_same, assert_snapshot_equal, snapshot
-
-TARGETS = _dispatch.supported()
+from conftest import HYPER, OPTIMIZERS, assert_same, assert_snapshot_equal, snapshot, target_params
 
 
-@pytest.fixture(params=TARGETS)
+@pytest.fixture(params=target_params())
 def target(request, monkeypatch):
     module = _dispatch.load(request.param)
     monkeypatch.setattr(optimizers, "_kernels", module)

@@ -7,17 +7,21 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import re
 from pathlib import Path
 
 import pytest
 
 import fastoptim
-from fastoptim import _dispatch, reference
+from fastoptim import _dispatch, _kernels_baseline, reference
+
+from conftest import target_params
 
 PKG = Path(fastoptim.__file__).resolve().parent
 KERNEL_STUBS = ["_kernels_baseline", "_kernels_avx2", "_kernels_avx512"]
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "typed_usage.py"
+SOURCE = Path(__file__).resolve().parent.parent / "kernels"
 
 
 def stub(name):
@@ -67,10 +71,48 @@ def test_the_three_kernel_stubs_are_one_file():
     assert len(set(texts.values())) == 1
 
 
-@pytest.mark.parametrize("target", _dispatch.built())
+@pytest.mark.parametrize("target", target_params())
 def test_kernel_stub_names_match_the_module(target):
-    module = importlib.import_module(f"fastoptim._kernels_{target}")
+    module = _dispatch.load(target)
     assert set(stub(f"_kernels_{target}")) == public_names(module)
+
+
+def compiled_file(target):
+    """The shared library of a built kernel module, found without importing it."""
+    spec = importlib.util.find_spec(f"fastoptim._kernels_{target}")
+    return Path(spec.origin)
+
+
+def names_in_binary(path, names):
+    """Those of ``names`` that the file holds as whole NUL-terminated C strings (as a
+    compiled Cython module holds the name of each function it defines)."""
+    data = path.read_bytes()
+    return {n for n in names
+            if re.search(rb"(?<![A-Za-z0-9_])" + re.escape(n.encode()) + rb"\0", data)}
+
+
+@pytest.mark.parametrize("target", _dispatch.PREFERENCE)
+def test_kernel_stub_matches_every_built_module_without_importing_it(target):
+    """For the targets this CPU cannot run (or that FASTOPTIM_CPU caps away) too: the
+    module is the baseline's source built with other flags, so its names are the
+    baseline's; and every function the stub names is in its compiled file."""
+    if target not in _dispatch.built():
+        pytest.skip(f"{target}: not built")
+    s = stub(f"_kernels_{target}")
+    assert set(s) == public_names(_kernels_baseline)
+    functions = {n for n, node in s.items() if isinstance(node, ast.FunctionDef)}
+    assert functions and names_in_binary(compiled_file(target), functions) == functions
+    if SOURCE.is_dir():     # in the source tree (not when testing an installed wheel)
+        text = (SOURCE / f"_kernels_{target}.pyx").read_text()
+        assert text.replace(f"'{target}'", "'baseline'").replace(
+            f'"{target}"', '"baseline"') == (SOURCE / "_kernels_baseline.pyx").read_text()
+
+
+def test_the_binary_name_check_can_fail():
+    path = compiled_file("baseline")
+    assert names_in_binary(path, {"update_many", "not_a_kernel"}) == {"update_many"}
+    assert names_in_binary(path, {"adam"}) == {"adam"}     # not just a prefix of adamw
+    assert names_in_binary(path, {"dam", "damw"}) == set()
 
 
 def test_clip_stub_matches_the_module():

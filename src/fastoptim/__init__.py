@@ -61,7 +61,8 @@ def get_config() -> Config:
         element counts below which an update runs on one thread); ``cpu_target`` (the
         vector target whose kernels run: "baseline", "avx2" or "avx512", see
         ``FASTOPTIM_CPU``) and ``cpu_targets`` (all that are built and that this CPU
-        can run, best first); ``compiler`` and ``flags`` (the build of the chosen
+        can run, best first, less any wider than the one ``FASTOPTIM_CPU`` names);
+        ``compiler`` and ``flags`` (the build of the chosen
         target); ``threading`` (the policy in force: "adaptive", "spin" or "yield", see
         :func:`set_threading` and ``FASTOPTIM_THREADING``); ``wait`` (how idle OpenMP
         workers wait: the runtime setting fastoptim chose for the policy at import, or

@@ -18,7 +18,7 @@ test after the other; ``fastoptim bench --e2e`` interleaves the epochs of every
 configuration instead, and adds ``OMP_WAIT_POLICY=passive`` (which needs a process of
 its own).
 
-    pytest bench/test_bench_e2e.py --benchmark-only      # measure (~2-3 min on 2 cores)
+    pytest bench/test_bench_e2e.py --benchmark-only      # measure (~1-2 min on 2 cores)
     pytest bench --benchmark-disable                     # smoke: one epoch of 256 rows
 
 No test here asserts a time.
@@ -41,7 +41,7 @@ from fastoptim._bench import (
 SAMPLES = 4096
 SMOKE_SAMPLES = 256          # with --benchmark-disable: each test runs one epoch
 BATCH = 64
-ROUNDS = {"64-100-10": 15, "784-256-10": 7, "784-1024-1024-10": 3}
+ROUNDS = {"64-100-10": 30, "784-256-10": 15, "784-1024-1024-10": 5}
 
 
 def blas_limit(blas):

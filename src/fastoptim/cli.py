@@ -577,9 +577,11 @@ def build_parser():
     demo = sub.add_parser(
         "demo", help="train an MLP with every optimizer; table, loss curves (PNG, CSV)",
         description="Train a NumPy MLP (fastoptim.nn) with each optimizer from the same "
-                    "initial weights on the same mini-batches; print final loss, accuracy, "
-                    "time per epoch and the time spent in the optimizer against the NumPy "
-                    "reference; write <out>/loss_curves.png and <out>/loss_curves.csv.")
+                    "initial weights on the same mini-batches, next to the same loop with "
+                    "the NumPy reference optimizer (epochs alternating); print final loss, "
+                    "accuracy, epoch time and the time in the optimizer for both, and "
+                    "which part of the epoch dominates; write <out>/loss_curves.png and "
+                    "<out>/loss_curves.csv.")
     demo.add_argument("--dataset", choices=sorted(DEMO_SETUPS), default="digits",
                       help="digits: scikit-learn's bundled 8x8 digits (classification); "
                            "apartment: the 10-row price table of the lecture notes (MSE "

@@ -45,10 +45,57 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
         assert np.isfinite(float(r["train_loss"])) and 0 <= float(r["test_accuracy"]) <= 1
     assert_png(tmp_path / "loss_curves.png")
     table = out[out.index("optimizer  final loss"):]
+    assert table.splitlines()[0].split() == [
+        "optimizer", "final", "loss", "test", "acc", "epoch", "ms", "ref", "epoch", "ms",
+        "epoch", "x", "update", "ms", "ref", "update", "ms", "update", "x", "same", "result"]
     for name in EIGHT:
         line = next(li for li in table.splitlines() if li.startswith(name + " "))
-        assert "bit-identical" in line and re.search(r"\d+\.\dx", line)
+        cells = line.split()
+        assert cells[-1] == "bit-identical" and len(cells) == 10
+        epoch, ref_epoch, update, ref_update = map(float, (cells[3], cells[4], cells[6],
+                                                           cells[7]))
+        assert 0 < update <= epoch and 0 < ref_update <= ref_epoch   # update: part of it
+        assert re.fullmatch(r"\d+\.\dx", cells[5]) and re.fullmatch(r"\d+\.\dx", cells[8])
+    totals = re.search(r"epochs ([\d.]+) ms with fastoptim vs ([\d.]+) ms with the NumPy "
+                       r"reference \([\d.]+x\); of which in update ([\d.]+) ms vs ([\d.]+) ms",
+                       out)
+    assert totals, out
+    epoch, _, update, _ = map(float, totals.groups())
+    share = re.search(r"^(backprop dominates|updates dominate): updates are (\d+)% of "
+                      r"fastoptim's epoch time", out, re.M)
+    assert share, out
+    assert abs(int(share.group(2)) - 100 * update / epoch) <= 1
+    assert (share.group(1) == "updates dominate") == (update / epoch >= 0.5)
     assert "NumPy reference" in out and "wrote" in out
+
+
+def test_demo_dominance_line():
+    assert cli._dominance(1.0, 0.2, 2.0, 1.2).startswith(
+        "backprop dominates: updates are 20% of fastoptim's epoch time, forward and "
+        "backward passes (matrix products) the other 80%")
+    assert "(with the NumPy reference, updates are 60% of its epoch)" in \
+        cli._dominance(1.0, 0.2, 2.0, 1.2)
+    assert cli._dominance(1.0, 0.7, 3.0, 2.8).startswith("updates dominate: updates are 70%")
+
+
+def test_demo_trains_two_identical_nets_in_the_same_loop(tmp_path, capsys, monkeypatch):
+    """fastoptim's optimizer and the reference each run whole epochs of their own net
+    (gradient + update), alternating; the epoch time is not a replay of updates."""
+    from fastoptim import _bench
+
+    seen = []
+    real = _bench.train_epoch
+
+    def spy(net, opt, batches):
+        seen.append(type(opt).__name__)
+        return real(net, opt, batches)
+
+    monkeypatch.setattr(_bench, "train_epoch", spy)
+    assert cli.main(["demo", "--epochs", "3", "--optimizers", "adam", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    assert seen == ["Adam", "PlainReference", "PlainReference", "Adam", "Adam",
+                    "PlainReference"]
+    assert "bit-identical" in capsys.readouterr().out
 
 
 def test_demo_apartment_regression(tmp_path, capsys):

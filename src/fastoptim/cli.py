@@ -12,6 +12,7 @@ import csv
 import importlib
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -148,19 +149,26 @@ def _load_demo_data(name, seed, test_fraction):
 
 
 def _fmt_ms(seconds):
-    return f"{seconds * 1e3:.1f}"
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
 
 
 def _demo_table(rows, regression):
     metric = "train RMSE" if regression else "test acc"
-    head = ["optimizer", "final loss", metric, "ms/epoch", "update ms", "NumPy ref ms",
-            "speed-up", "same result"]
+    head = ["optimizer", "final loss", metric, "epoch ms", "ref epoch ms", "epoch x",
+            "update ms", "ref update ms", "update x", "same result"]
+
+    def ratio(a, b):
+        return f"{a / b:.1f}x" if b > 0 else "-"
+
     body = []
     for r in rows:
         body.append([r["optimizer"], f"{r['final_loss']:.4f}",
                      (f"{r['metric']:.3f}" if regression else f"{r['metric']:.1%}"),
-                     f"{r['ms_per_epoch']:.1f}", _fmt_ms(r["update_s"]), _fmt_ms(r["ref_s"]),
-                     f"{r['ref_s'] / r['update_s']:.1f}x" if r["update_s"] > 0 else "-",
+                     _fmt_ms(r["epoch_s"]), _fmt_ms(r["ref_epoch_s"]),
+                     ratio(r["ref_epoch_s"], r["epoch_s"]),
+                     _fmt_ms(r["update_s"]), _fmt_ms(r["ref_update_s"]),
+                     ratio(r["ref_update_s"], r["update_s"]),
                      "bit-identical" if r["identical"] else "DIFFERENT"])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
@@ -172,6 +180,16 @@ def _demo_table(rows, regression):
     return "\n".join(out)
 
 
+def _dominance(epoch_s, update_s, ref_epoch_s, ref_update_s):
+    """The closing line: which part of fastoptim's epoch takes most of the time."""
+    share = update_s / epoch_s if epoch_s > 0 else 0.0
+    ref_share = ref_update_s / ref_epoch_s if ref_epoch_s > 0 else 0.0
+    lead = "updates dominate" if share >= 0.5 else "backprop dominates"
+    return (f"{lead}: updates are {share:.0%} of fastoptim's epoch time, forward and "
+            f"backward passes (matrix products) the other {1 - share:.0%} "
+            f"(with the NumPy reference, updates are {ref_share:.0%} of its epoch)")
+
+
 def run_demo(args):
     setup = DEMO_SETUPS[args.dataset]
     need = ["matplotlib", "tqdm"] + (["sklearn"] if args.dataset == "digits" else [])
@@ -179,6 +197,7 @@ def run_demo(args):
     from tqdm import tqdm
 
     from . import nn
+    from ._bench import PlainReference, train_epoch
 
     names = _optimizer_list(args.optimizers, OPTIMIZER_NAMES)
     epochs = args.epochs or setup["epochs"]
@@ -217,9 +236,11 @@ def run_demo(args):
           f"{n_updates} updates per optimizer")
     print(f"same initial weights (seed {args.seed}) and batch order for every optimizer; "
           f"OpenMP {'on' if cfg['openmp'] else 'OFF'}, {cfg['threads']} threads")
-    print("ms/epoch: backprop + update per epoch; update ms: total time in opt.update "
-          "(compiled kernels); NumPy ref ms: the same updates on the same gradients through "
-          "backend='numpy', whose parameters must end bit-identical")
+    print("Each optimizer trains two nets from the same weights on the same batches, epochs "
+          "alternating: one with fastoptim, one with the NumPy reference optimizer "
+          "(fastoptim.reference's functions in the same loop); both must end "
+          "bit-identical. epoch ms: median wall time of an epoch (forward + backward + "
+          "update); update ms: the part of it in update")
     print()
 
     def evaluate(net):
@@ -231,38 +252,30 @@ def run_demo(args):
         acc = net.accuracy(x_te, t_te)
         return loss, {"test_loss": test_loss, "test_accuracy": acc}, acc
 
+    def epoch_batches(epoch):
+        # indexed inside the timed loop, as a training loop does
+        return ((x_tr[idx], t_tr[idx]) for idx in batches[epoch])
+
     rows, curves = [], {}
     for name in names:
         hyper = dict(setup["hyper"][name])
         cls = getattr(_optimizers, name)
         opt = cls(**hyper, num_threads=args.threads)
-        ref = cls(**hyper, backend="numpy")
-        net = make_net()
+        ref = PlainReference(cls(**hyper))
+        net, ref_net = make_net(), make_net()
         net.load_params(init)
-        shadow = {k: v.copy() for k, v in net.params.items()}   # the reference's params
+        ref_net.load_params(init)
         loss, extra, _ = evaluate(net)
         curve = [{"optimizer": name, "epoch": 0, "train_loss": loss, **extra}]
-        update_s = ref_s = train_s = 0.0
+        times = {"fastoptim": [], "reference": []}   # (epoch s, update s) per epoch
+        loops = [("fastoptim", net, opt), ("reference", ref_net, ref)]
         bar = tqdm(total=epochs, desc=f"{name:<9}", unit="epoch", leave=True,
                    disable=None if args.progress is None else not args.progress,
                    file=sys.stderr)
         for epoch in range(epochs):
-            e_start = time.perf_counter()
-            e_ref = 0.0
-            for i, idx in enumerate(batches[epoch]):
-                grads = net.gradient(x_tr[idx], t_tr[idx])
-                # Time both on the same gradients; alternate which goes first so that
-                # neither always finds the gradients in cache.
-                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
-                    t0 = time.perf_counter()
-                    if which == 0:
-                        opt.update(net.params, grads)
-                        update_s += time.perf_counter() - t0
-                    else:
-                        ref.update(shadow, grads)
-                        e_ref += time.perf_counter() - t0
-            train_s += time.perf_counter() - e_start - e_ref
-            ref_s += e_ref
+            # alternate which loop goes first, so that noise and caches treat both alike
+            for which, model, optimizer in (loops if epoch % 2 == 0 else loops[::-1]):
+                times[which].append(train_epoch(model, optimizer, epoch_batches(epoch)))
             loss, extra, metric = evaluate(net)
             if not math.isfinite(loss):
                 bar.close()
@@ -271,19 +284,35 @@ def run_demo(args):
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update(1)
         bar.close()
-        identical = all(np.array_equal(shadow[k], net.params[k]) for k in shadow)
+        identical = all(np.array_equal(ref_net.params[k], net.params[k]) for k in init)
+        fo_t, ref_t = times["fastoptim"], times["reference"]
         rows.append({"optimizer": name, "final_loss": loss, "metric": metric,
-                     "ms_per_epoch": train_s / epochs * 1e3, "update_s": update_s,
-                     "ref_s": ref_s, "identical": identical})
+                     "epoch_s": statistics.median(e for e, _ in fo_t),
+                     "ref_epoch_s": statistics.median(e for e, _ in ref_t),
+                     "update_s": statistics.median(u for _, u in fo_t),
+                     "ref_update_s": statistics.median(u for _, u in ref_t),
+                     "total_epoch_s": sum(e for e, _ in fo_t),
+                     "total_ref_epoch_s": sum(e for e, _ in ref_t),
+                     "total_update_s": sum(u for _, u in fo_t),
+                     "total_ref_update_s": sum(u for _, u in ref_t),
+                     "identical": identical})
         curves[name] = curve
 
     print(_demo_table(rows, regression))
-    total_update = sum(r["update_s"] for r in rows)
-    total_ref = sum(r["ref_s"] for r in rows)
-    print(f"\nall optimizers: {_fmt_ms(total_update)} ms in fastoptim updates vs "
-          f"{_fmt_ms(total_ref)} ms for the NumPy reference "
-          f"({total_ref / total_update:.1f}x) over {n_updates * len(names)} updates of "
-          f"{sum(v.size for v in init.values())} parameters")
+    tot = {k: sum(r[k] for r in rows) for k in ("total_epoch_s", "total_ref_epoch_s",
+                                                "total_update_s", "total_ref_update_s")}
+    print(f"\nall optimizers, {n_updates * len(names)} updates of "
+          f"{sum(v.size for v in init.values())} parameters: epochs {_fmt_ms(tot['total_epoch_s'])}"
+          f" ms with fastoptim vs {_fmt_ms(tot['total_ref_epoch_s'])} ms with the NumPy "
+          f"reference ({tot['total_ref_epoch_s'] / tot['total_epoch_s']:.2f}x); of which in "
+          f"update {_fmt_ms(tot['total_update_s'])} ms vs "
+          f"{_fmt_ms(tot['total_ref_update_s'])} ms "
+          f"({tot['total_ref_update_s'] / tot['total_update_s']:.1f}x)")
+    print(_dominance(tot["total_epoch_s"], tot["total_update_s"], tot["total_ref_epoch_s"],
+                     tot["total_ref_update_s"]))
+    if not all(r["identical"] for r in rows):
+        print("WARNING: " + ", ".join(r["optimizer"] for r in rows if not r["identical"])
+              + " ended with parameters different from the reference's")
     if regression:
         print("final loss: MSE of standardised prices; train RMSE: in the table's price "
               "units (10 rows, no test split)")
@@ -548,9 +577,11 @@ def build_parser():
     demo = sub.add_parser(
         "demo", help="train an MLP with every optimizer; table, loss curves (PNG, CSV)",
         description="Train a NumPy MLP (fastoptim.nn) with each optimizer from the same "
-                    "initial weights on the same mini-batches; print final loss, accuracy, "
-                    "time per epoch and the time spent in the optimizer against the NumPy "
-                    "reference; write <out>/loss_curves.png and <out>/loss_curves.csv.")
+                    "initial weights on the same mini-batches, next to the same loop with "
+                    "the NumPy reference optimizer (epochs alternating); print final loss, "
+                    "accuracy, epoch time and the time in the optimizer for both, and "
+                    "which part of the epoch dominates; write <out>/loss_curves.png and "
+                    "<out>/loss_curves.csv.")
     demo.add_argument("--dataset", choices=sorted(DEMO_SETUPS), default="digits",
                       help="digits: scikit-learn's bundled 8x8 digits (classification); "
                            "apartment: the 10-row price table of the lecture notes (MSE "

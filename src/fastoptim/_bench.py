@@ -159,7 +159,10 @@ def measure(calls, budget, rounds=3, skip=2):
             min(len(t) for t in times.values()))
 
 
-def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True):
+def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, fixed=False):
+    """``threads``: torch's and the roofline's count; fastoptim's too when ``fixed``,
+    else fastoptim runs with ``num_threads=None`` (its default threading policy, what a
+    user gets), up to ``threads``."""
     import fastoptim as fo
 
     rows = []
@@ -171,7 +174,7 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True):
     for i, (rule, n) in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")
         calls = {
-            "fastoptim": fastoptim_step(rule, n, dtype, threads, "cython"),
+            "fastoptim": fastoptim_step(rule, n, dtype, threads if fixed else None, "cython"),
             "reference": fastoptim_step(rule, n, dtype, threads, "numpy"),
             "roofline": roofline_step(rule, n, dtype, threads),
         }
@@ -188,11 +191,13 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True):
         if "torch" in med:
             row["speedup_vs_torch"] = med["torch"] / med["fastoptim"]
         rows.append(row)
-    many_result = run_many(threads, torch_times, budget, progress) if many else None
+    many_result = (run_many(threads, torch_times, budget, progress, fixed)
+                   if many else None)
     progress("")
     cfg = fo.get_config()
     return {"fastoptim": cfg["version"], "cpu": cpu_name(), "cpu_target": cfg["cpu_target"],
             "threads": threads, "openmp": cfg["openmp"], "dtype": np.dtype(dtype).name,
+            "threading": f"num_threads={threads}" if fixed else cfg["threading"],
             "torch": _torch_version() if torch_times else None, "rows": rows,
             "many": many_result}
 
@@ -224,13 +229,13 @@ def _torch_worker(spec):
     print(json.dumps(out))
 
 
-def run_many(threads, torch_times, budget, progress):
+def run_many(threads, torch_times, budget, progress, fixed=False):
     """Many small arrays in one call: Adam float32, fastoptim (one update over a dict)
     vs the reference (a Python loop of NumPy steps) vs torch fused (a list of tensors)."""
     rows = []
     for i, (count, size) in enumerate(MANY, 1):
         progress(f"[many {i}/{len(MANY)}] adam {count} arrays x {size}")
-        calls = {impl: many_step(impl, count, size, threads)
+        calls = {impl: many_step(impl, count, size, threads if fixed else None)
                  for impl in ("fastoptim", "reference")}
         med, reps = measure(calls, budget)
         key = (f"many{count}x{size}", 0)
@@ -726,7 +731,9 @@ def main(argv=None):
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--threads", type=int, default=None,
-                    help="threads (default: OpenMP's maximum)")
+                    help="a fixed thread count for fastoptim, torch and the roofline "
+                         "(default: OpenMP's maximum; fastoptim with num_threads=None, "
+                         "i.e. its default threading policy)")
     ap.add_argument("--no-torch", action="store_true", help="skip torch.optim even if installed")
     ap.add_argument("--budget", type=float, default=0.25,
                     help="seconds of measurement per case, roughly (default 0.25)")
@@ -782,13 +789,13 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     result = run(rules, sizes, args.dtype, threads, not args.no_torch, args.budget, progress,
-                 many=not args.no_many)
+                 many=not args.no_many, fixed=args.threads is not None)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"fastoptim {result['fastoptim']} ({result['cpu_target']}), {result['cpu']}, "
-              f"{threads} thread(s), {result['dtype']}"
+              f"{threads} thread(s) ({result['threading']}), {result['dtype']}"
               + (f", torch {result['torch']}" if result["torch"] else ", torch not installed")
               + f"; {result['seconds']} s")
         print(table(result))

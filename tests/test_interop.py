@@ -373,6 +373,10 @@ def test_versioned_capsules_that_are_refused(monkeypatch):
         with pytest.raises(TypeError, match="that NumPy cannot view in host memory"):
             fo.SGD().update({"w": producer(edit)}, {"w": np.ones(3)})
     assert_same(a, np.ones(3))
+    # a copy is refused only where none was asked for: a gradient (only read) may be one
+    w = np.zeros(3)
+    fo.SGD(lr=0.5).update({"w": w}, {"w": producer(copied)})
+    assert_same(w, np.full(3, -0.5))
 
 
 def test_legacy_producers_are_read_only_on_every_numpy(monkeypatch):

@@ -93,12 +93,12 @@ def _dtype(dt):
     return np.dtype("?" if kind == "b" else f"{kind}{dt.bits // 8}")
 
 
-def _from_versioned(capsule):
+def _from_versioned(capsule, copy):
     managed = _DLManagedTensorVersioned.from_address(_capsule_pointer(capsule, _VERSIONED))
     if managed.version.major != 1:
         raise BufferError(f"DLPack {managed.version.major}.{managed.version.minor} tensor: "
                           f"this reader knows version 1")
-    if managed.flags & _FLAG_IS_COPIED:
+    if managed.flags & _FLAG_IS_COPIED and copy is False:
         raise BufferError("the producer exported a copy although it was asked for none")
     t = managed.dl_tensor
     if t.device.device_type not in _HOST_DEVICES:
@@ -133,7 +133,7 @@ def view(x, copy=None):
     except TypeError:  # no DLPack 1.0 keywords: a legacy producer
         return np.from_dlpack(x)
     if _capsule_is_valid(capsule, _VERSIONED):
-        return _from_versioned(capsule)
+        return _from_versioned(capsule, copy)
     if _capsule_is_valid(capsule, _LEGACY):  # the producer offers only DLPack < 1.0
         del capsule  # unconsumed: its destructor frees it; export again for NumPy
         return np.from_dlpack(x)

@@ -37,9 +37,13 @@ def bits_equal(a, b):
         return False
     if a.dtype.kind != "f":
         return np.array_equal(a, b)
+    # 1-d, and NaNs replaced by a zero of a's own dtype: with NumPy < 2's value-based
+    # casting, np.where(mask, 0, x) of a 0-d float32 x is float64
+    a, b = a.reshape(-1), b.reshape(-1)
+    zero = np.zeros((), a.dtype)
     return (np.array_equal(np.isnan(a), np.isnan(b))
-            and np.array_equal(np.where(np.isnan(a), 0, a).view(f"u{a.itemsize}"),
-                               np.where(np.isnan(b), 0, b).view(f"u{b.itemsize}")))
+            and np.array_equal(np.where(np.isnan(a), zero, a).view(f"u{a.itemsize}"),
+                               np.where(np.isnan(b), zero, b).view(f"u{b.itemsize}")))
 
 
 @pytest.fixture

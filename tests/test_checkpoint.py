@@ -216,10 +216,15 @@ def test_a_checkpoint_of_another_kind(tmp_path):
 # -- corrupted and tampered files ------------------------------------------------------
 
 def write_npz(path, header_dict=None, **arrays):
+    """An .npz as ``np.savez`` writes it (an uncompressed zip of ``<name>.npy``), member by
+    member, so that every name is a member on every NumPy (``np.savez`` takes
+    ``allow_pickle`` as its own keyword from NumPy 2.1 on)."""
     if header_dict is not None:
         arrays["header"] = np.frombuffer(json.dumps(header_dict).encode(), np.uint8)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w") as m:
+                np.lib.format.write_array(m, np.asanyarray(arr), allow_pickle=True)
 
 
 def saved(tmp_path):
@@ -298,6 +303,14 @@ def tamper_cases(tmp_path):
          edit(lambda h, a: a.pop(member)))
     case("extra member", r"unexpected members \['payload'\]",
          edit(lambda h, a: a.update(payload=np.ones(2))))
+    # NumPy < 2.1 stored savez's allow_pickle=False as a 0-d bool member; anything else by
+    # that name is as foreign as any other member
+    for what, value in (("True", np.array(True)), ("1-d", np.array([False])),
+                        ("int", np.array(0)), ("float32", np.array(0, np.float32))):
+        case(f"allow_pickle {what}", r"unexpected members \['allow_pickle'\]",
+             edit(lambda h, a, value=value: a.update(allow_pickle=value)))
+    case("allow_pickle and another", r"unexpected members \['payload'\]",
+         edit(lambda h, a: a.update(allow_pickle=np.array(False), payload=np.ones(2))))
     case("member used twice", r"used twice",
          edit(lambda h, a: h["params"][1]["buffers"].update(exp_avg=member)))
     case("duplicate key", r"key 'W1' appears twice",
@@ -335,6 +348,53 @@ def test_corrupted_and_tampered_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         fo.load(tmp_path / "nothing-here")
     assert issubclass(CheckpointError, ValueError)
+
+
+# -- files written under any supported NumPy ---------------------------------------------
+
+OLD_SAVEZ = tuple(int(x) for x in np.__version__.split(".")[:2]) < (2, 1)
+
+
+def test_save_writes_only_the_header_and_the_state_on_every_numpy(tmp_path):
+    path, header, arrays = saved(tmp_path)
+    members = sorted(zipfile.ZipFile(path).namelist())
+    assert members == sorted(["header.npy"] + [f"{m}.npy" for m in arrays])
+    assert "allow_pickle.npy" not in members
+
+
+def test_numpy_before_2_1_stores_savez_allow_pickle_as_a_member(tmp_path):
+    """The fact behind the old-layout files: np.savez(f, allow_pickle=False, ...), as
+    fastoptim 0.x called it, adds a member on NumPy < 2.1 and not from 2.1 on."""
+    np.savez(tmp_path / "x.npz", allow_pickle=False, a=np.ones(2))
+    with np.load(tmp_path / "x.npz") as z:
+        assert ("allow_pickle" in z.files) == OLD_SAVEZ
+        if OLD_SAVEZ:
+            stray = z["allow_pickle"]
+            assert stray.dtype == np.bool_ and stray.shape == () and not stray.item()
+
+
+@pytest.mark.parametrize("how", ["fabricated", "np.savez"])
+def test_a_checkpoint_written_by_old_numpy_loads(tmp_path, how):
+    """A file with NumPy < 2.1's stray member (written member by member on any NumPy,
+    and through np.savez itself, which writes that member on old NumPy) loads as the
+    same checkpoint without it."""
+    path, header, arrays = saved(tmp_path)
+    old = tmp_path / "old"
+    members = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays}
+    if how == "fabricated":
+        write_npz(old, allow_pickle=np.array(False), **members)
+    else:
+        with open(old, "wb") as f:
+            np.savez(f, allow_pickle=False, **members)
+    assert ("allow_pickle.npy" in zipfile.ZipFile(old).namelist()) == (
+        how == "fabricated" or OLD_SAVEZ)
+    a, b = fo.load(path), fo.load(old)
+    assert type(a) is type(b) and a.hyperparams == b.hyperparams
+    for k, st in a.state.items():
+        assert b.state[k]["step"] == st["step"]
+        for n, buf in st.items():
+            if n != "step":
+                assert_same(b.state[k][n], buf)
 
 
 # -- atomic writes: kill the writer mid-save ----------------------------------------------

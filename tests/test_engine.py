@@ -144,12 +144,17 @@ def test_arrays_that_change_between_calls(parallel_everything):
     before = new_a.copy()
     opt.update(params, grads)
     assert not np.array_equal(new_a, before) and opt.state["a"]["step"] == 2
-    # reshape the parameter in place (same memory, new shape): state no longer fits
-    params["a"].shape = (50, 40)
+    # reshape the parameter in place (the same object and memory, a new shape): state no
+    # longer fits. ndarray.resize to the same size changes the shape of the array that
+    # owns its memory without moving it (setting .shape is deprecated since NumPy 2.5).
+    ptr = new_a.ctypes.data
+    params["a"].resize((50, 40), refcheck=False)
+    assert params["a"] is new_a and new_a.shape == (50, 40) and new_a.ctypes.data == ptr
     with pytest.raises(ValueError, match="state 'exp_avg' of parameter 'a' has shape "
                                          r"\(40, 50\)"):
         opt.update(params, {"a": np.ones((50, 40)), "b": grads["b"]})
-    params["a"].shape = (40, 50)
+    params["a"].resize((40, 50), refcheck=False)
+    assert params["a"] is new_a and new_a.shape == (40, 50) and new_a.ctypes.data == ptr
     # make it read-only: refused, nothing changed
     params["b"].flags.writeable = False
     snap = {k: v.copy() for k, v in params.items()}

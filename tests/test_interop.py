@@ -3,24 +3,105 @@ viewed with ``np.from_dlpack`` and updated in place, or refused with an error; n
 copy updated. These tests need only NumPy: small producer classes stand in for other
 libraries (tests/test_torch_interop.py does it with torch when it is installed)."""
 
+import ctypes
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
 import fastoptim as fo
+from fastoptim import _dlpack
 from fastoptim import functional as F
 
 from conftest import HYPER, OPTIMIZERS, assert_same
 
+# NumPy < 2.1: ndarray.__dlpack__ has no max_version (legacy capsules only, and none of a
+# read-only array), and np.from_dlpack makes read-only views; fastoptim reads DLPack 1.0
+# capsules itself there (fastoptim._dlpack)
+OLD_NUMPY = not _dlpack.NUMPY_HAS_DLPACK_1
+
+_capsule_new = ctypes.pythonapi.PyCapsule_New
+_capsule_new.restype = ctypes.py_object
+_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+# raw-pointer forms, for the capsule destructor (which gets the dying capsule's address)
+_name_of = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(
+    ("PyCapsule_GetName", ctypes.pythonapi))
+_pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+_VERSIONED = b"dltensor_versioned"  # a capsule keeps a pointer to its name: keep it alive
+_LIVE = {}  # address of a DLManagedTensorVersioned -> its VersionedExport
+
+
+def _release(address):
+    _LIVE.pop(address, None)
+
+
+# DLPack's rules: a consumer renames the capsule and calls the deleter when done; the
+# capsule's destructor calls it only for a capsule nobody consumed
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_release)
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _DESTRUCTOR(capsule):
+    name = _name_of(capsule)
+    if name == _VERSIONED:
+        _release(_pointer_of(capsule, name))
+
+
+_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+
+
+class VersionedExport:
+    """A DLManagedTensorVersioned over a NumPy array, built by hand: what a DLPack 1.0
+    producer (torch, NumPy >= 2.1) exports, on any NumPy. It (and the array) lives until
+    the consumer calls its deleter or, unconsumed, its capsule is destroyed."""
+
+    def __init__(self, array, flags=None):
+        self.array = array
+        n = array.ndim
+        self.shape = (ctypes.c_int64 * max(n, 1))(*array.shape)
+        self.strides = (ctypes.c_int64 * max(n, 1))(*(s // array.itemsize
+                                                      for s in array.strides))
+        m = _dlpack._DLManagedTensorVersioned()
+        m.version.major, m.version.minor = 1, 0
+        m.deleter = ctypes.cast(_DELETER, ctypes.c_void_p)
+        m.flags = (0 if array.flags.writeable else 1) if flags is None else flags
+        t = m.dl_tensor
+        t.data = array.__array_interface__["data"][0]
+        t.device.device_type, t.device.device_id = 1, 0  # kDLCPU
+        t.ndim = n
+        t.dtype.code, t.dtype.bits, t.dtype.lanes = (_CODES[array.dtype.kind],
+                                                     8 * array.itemsize, 1)
+        t.shape = ctypes.cast(self.shape, ctypes.POINTER(ctypes.c_int64))
+        t.strides = ctypes.cast(self.strides, ctypes.POINTER(ctypes.c_int64))
+        self.managed = m
+        _LIVE[ctypes.addressof(m)] = self
+        self.capsule = _capsule_new(ctypes.addressof(m), _VERSIONED,
+                                    ctypes.cast(_DESTRUCTOR, ctypes.c_void_p))
+
 
 class Producer:
     """A DLPack producer over a NumPy array (as a torch CPU tensor is over its storage),
-    with torch's ``data_ptr()``."""
+    with torch's ``data_ptr()``. Asked for a DLPack 1.0 capsule it exports one: NumPy's
+    own (NumPy >= 2.1) or, with ``versioned_by_hand`` (the default on older NumPy, whose
+    arrays cannot), a :class:`VersionedExport`."""
 
-    def __init__(self, array):
+    def __init__(self, array, versioned_by_hand=OLD_NUMPY):
         self.array = array
+        self.by_hand = versioned_by_hand
+
+    def exported(self):
+        return self.array
 
     def __dlpack__(self, **kwargs):
-        return self.array.__dlpack__(**kwargs)
+        if self.by_hand and kwargs.get("max_version"):
+            e = VersionedExport(self.exported())
+            capsule, e.capsule = e.capsule, None  # the capsule's owner is the consumer
+            return capsule
+        if OLD_NUMPY:  # NumPy < 2.1 arrays take only stream=
+            kwargs = {k: v for k, v in kwargs.items() if k == "stream"}
+        return self.exported().__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()
@@ -40,8 +121,8 @@ class LegacyProducer(Producer):
 class CopyingProducer(Producer):
     """Exports a copy of its memory (what a producer that must convert would do)."""
 
-    def __dlpack__(self, **kwargs):
-        return self.array.copy().__dlpack__(**kwargs)
+    def exported(self):
+        return self.array.copy()
 
 
 class RefusingProducer(Producer):
@@ -62,10 +143,21 @@ def make(dtype, seed=0):
     return params, grads
 
 
+@pytest.fixture(params=["numpy", "fastoptim"])
+def reader(request, monkeypatch):
+    """Who reads DLPack 1.0 capsules: NumPy itself where it can (>= 2.1), or
+    fastoptim._dlpack (what NumPy < 2.1 gets; forced on newer NumPy too)."""
+    if request.param == "numpy" and OLD_NUMPY:
+        pytest.skip(f"NumPy {np.__version__} cannot read DLPack 1.0 capsules")
+    if request.param == "fastoptim":
+        monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-def test_update_through_dlpack_is_in_place_and_bit_identical(cls, dtype, backend):
+def test_update_through_dlpack_is_in_place_and_bit_identical(cls, dtype, backend, reader):
     ref_params, grads = make(dtype)
     params = {k: v.copy(order="K") for k, v in ref_params.items()}
     wrapped = {k: Producer(v) for k, v in params.items()}
@@ -182,3 +274,125 @@ def test_one_producer_as_params():
     w = np.ones(4)
     fo.SGD(lr=0.5).update(Producer(w), np.ones(4))
     assert_same(w, np.full(4, 0.5))
+
+
+# -- fastoptim._dlpack: DLPack 1.0 capsules read without NumPy (for NumPy < 2.1) ---------
+
+LAYOUTS = {
+    "C 2-d float32": lambda: np.arange(12, dtype=np.float32).reshape(3, 4),
+    "F 2-d float64": lambda: np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+    "strided": lambda: np.arange(24.0).reshape(4, 6)[:, ::2],
+    "offset view": lambda: np.arange(10.0)[3:],
+    "0-d": lambda: np.array(2.5),
+    "empty": lambda: np.zeros((0, 3), np.float32),
+    "int16": lambda: np.arange(5, dtype=np.int16),
+    "uint8": lambda: np.arange(5, dtype=np.uint8),
+    "complex64": lambda: np.arange(3, dtype=np.complex64),
+    "bool": lambda: np.array([True, False, True]),
+    "float16": lambda: np.ones(4, np.float16),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("by_hand", [True, False])
+def test_versioned_capsule_view_is_the_producers_memory(layout, read_only, by_hand,
+                                                        monkeypatch):
+    if not by_hand and OLD_NUMPY:
+        pytest.skip(f"NumPy {np.__version__} arrays export no DLPack 1.0 capsules")
+    monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    a = LAYOUTS[layout]()
+    a.flags.writeable = not read_only
+    v = _dlpack.view(Producer(a, versioned_by_hand=by_hand), copy=False)
+    assert type(v) is np.ndarray and v.dtype == a.dtype and v.shape == a.shape
+    assert v.flags.writeable == (not read_only)
+    assert np.array_equal(v, a)
+    if a.size:
+        assert v.strides == a.strides and np.shares_memory(v, a)
+        assert v.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+        if not read_only:  # writing through the view writes the producer's memory
+            v.flat[-1] = v.flat[0] if a.dtype.kind == "b" else 7
+            assert a.flat[-1] == v.flat[-1]
+    if not OLD_NUMPY:  # NumPy's own reading of the same capsules agrees
+        monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", True)
+        n = np.from_dlpack(Producer(a, versioned_by_hand=by_hand), copy=False)
+        assert n.dtype == v.dtype and n.shape == v.shape and n.strides == v.strides
+        assert n.flags.writeable == v.flags.writeable
+        if a.size:
+            assert n.__array_interface__["data"][0] == v.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("by_hand", [True, False])
+def test_versioned_view_keeps_the_producer_alive_and_then_lets_it_go(by_hand, monkeypatch):
+    if not by_hand and OLD_NUMPY:
+        pytest.skip(f"NumPy {np.__version__} arrays export no DLPack 1.0 capsules")
+    monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    a = np.arange(1000.0)
+    gone = weakref.ref(a)
+    producer = Producer(a, versioned_by_hand=by_hand)
+    v = _dlpack.view(producer, copy=False)
+    del a, producer
+    gc.collect()
+    assert gone() is not None and v[999] == 999.0  # the capsule holds the memory
+    del v
+    gc.collect()
+    assert gone() is None  # ... and releases it with the view
+
+
+def test_versioned_capsules_that_are_refused(monkeypatch):
+    monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    a = np.ones(3)
+
+    def producer(edit):
+        class P:
+            def __dlpack__(self, **kwargs):
+                e = VersionedExport(a)
+                edit(e.managed)
+                capsule, e.capsule = e.capsule, None
+                return capsule
+        return P()
+
+    def device(m):
+        m.dl_tensor.device.device_type = 2  # kDLCUDA
+
+    def bfloat(m):
+        m.dl_tensor.dtype.code, m.dl_tensor.dtype.bits = 4, 16
+
+    def version(m):
+        m.version.major = 2
+
+    def copied(m):
+        m.flags = 2
+
+    for edit, match in ((device, "device type 2, not in host memory"),
+                        (bfloat, "dtype bfloat of 16 bits"),
+                        (version, r"DLPack 2\.0 tensor"),
+                        (copied, "exported a copy")):
+        with pytest.raises(BufferError, match=match):
+            _dlpack.view(producer(edit), copy=False)
+        with pytest.raises(TypeError, match="that NumPy cannot view in host memory"):
+            fo.SGD().update({"w": producer(edit)}, {"w": np.ones(3)})
+    assert_same(a, np.ones(3))
+    # a copy is refused only where none was asked for: a gradient (only read) may be one
+    w = np.zeros(3)
+    fo.SGD(lr=0.5).update({"w": w}, {"w": producer(copied)})
+    assert_same(w, np.full(3, -0.5))
+
+
+def test_legacy_producers_are_read_only_on_every_numpy(monkeypatch):
+    monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    a = np.ones(3)
+    v = _dlpack.view(LegacyProducer(a), copy=False)
+    assert not v.flags.writeable and np.shares_memory(v, a)
+
+
+def test_exports_by_hand_are_released():
+    """The stand-in producer frees what it exported, consumed (by NumPy >= 2.1) or not."""
+    gc.collect()
+    before = len(_LIVE)
+    views = [_dlpack.view(Producer(np.ones(3), versioned_by_hand=True), copy=False)
+             for _ in range(5)]
+    assert len(_LIVE) == before + 5
+    del views
+    gc.collect()
+    assert len(_LIVE) == before

@@ -7,11 +7,13 @@ skipped. With it (``pip install torch``), every test here runs.
 """
 
 import copy
+import gc
 
 import numpy as np
 import pytest
 
 import fastoptim as fo
+from fastoptim import _core, _dlpack
 
 torch = pytest.importorskip("torch")
 
@@ -140,3 +142,31 @@ def test_non_contiguous_tensor_is_refused():
     w = torch.zeros(4, 6)[:, ::2]
     with pytest.raises(TypeError, match="not contiguous"):
         fo.SGD().update({"w": w}, {"w": torch.ones(4, 3)})
+
+
+@pytest.mark.parametrize("reader", ["numpy", "fastoptim"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_tensor_round_trip_is_zero_copy_and_in_place(reader, dtype, monkeypatch):
+    """A tensor handed over as it is: its NumPy view is the tensor's memory and writeable
+    (read by NumPy >= 2.1, or by fastoptim._dlpack, which NumPy < 2.1 gets), and update
+    changes the tensor itself; the view keeps the tensor's storage alive."""
+    if reader == "numpy" and not _dlpack.NUMPY_HAS_DLPACK_1:
+        pytest.skip(f"NumPy {np.__version__} cannot read DLPack 1.0 capsules")
+    if reader == "fastoptim":
+        monkeypatch.setattr(_dlpack, "NUMPY_HAS_DLPACK_1", False)
+    w = torch.linspace(-1, 1, 50_001, dtype=dtype)  # above the parallel threshold
+    ptr = w.data_ptr()
+    v = _core.dlpack_view("w", w, writeable=True)
+    assert v.flags.writeable and v.__array_interface__["data"][0] == ptr
+    assert np.shares_memory(v, w.numpy())
+    v[0] = 5.0
+    assert w[0].item() == 5.0
+    expected = w.numpy() - np.asarray(0.5, w.numpy().dtype) * 2
+    fo.SGD(lr=0.5).update({"w": w}, {"w": torch.full_like(w, 2.0)})
+    assert w.data_ptr() == ptr
+    assert np.array_equal(w.numpy(), expected)
+    t = torch.arange(7, dtype=dtype)
+    v = _core.dlpack_view("t", t, writeable=True)
+    del t
+    gc.collect()
+    assert np.array_equal(v, np.arange(7))

@@ -6,8 +6,8 @@
 >>> opt = fo.SGD(lr=0.1)
 >>> opt.update(params, grads)      # in place, one fused pass; True: the step was applied
 True
->>> params["W"][0, 0], params["b"][0]
-(np.float64(0.95), np.float64(-0.1))
+>>> float(params["W"][0, 0]), float(params["b"][0])
+(0.95, -0.1)
 
 Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
 pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``

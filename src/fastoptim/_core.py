@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import reference
+from . import _dlpack, reference
 from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -213,13 +213,15 @@ def dlpack_view(name, x, writeable):
     try:
         if writeable:
             try:
-                arr = np.from_dlpack(x, copy=False)
+                # NumPy >= 2.1's np.from_dlpack(x, copy=False); _dlpack reads DLPack 1.0
+                # capsules itself on older NumPy, whose views are all read-only
+                arr = _dlpack.view(x, copy=False)
             except TypeError:
                 # a producer whose __dlpack__ predates DLPack 1.0's copy/max_version
-                # keywords, or a NumPy without from_dlpack(copy=): views, never copies
+                # keywords: views, never copies
                 arr = np.from_dlpack(x)
         else:
-            arr = np.from_dlpack(x)
+            arr = _dlpack.view(x)
     except Exception as exc:
         raise TypeError(
             f"{name} is a {_what(x)} that NumPy cannot view in host memory "

@@ -72,6 +72,10 @@ CLASSES = {c.__name__: c for c in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Ad
                                    Adam, AdamW)}
 _TMP_SUFFIX = ".fastoptim-tmp"
 _HEADER = "header"
+# fastoptim 0.x saved with ``np.savez(f, allow_pickle=False, **arrays)``; NumPy < 2.1 has no
+# such keyword there and stored it as a member: a 0-d bool array False. :func:`load` accepts
+# exactly that member in files written so (any other extra member is refused).
+_OLD_NUMPY_MEMBER = "allow_pickle"
 
 
 class CheckpointError(ValueError):
@@ -172,6 +176,18 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
+def _write_npz(f, arrays):
+    """What ``np.savez(f, **arrays)`` writes (an uncompressed zip of ``<name>.npy``
+    members), with ``allow_pickle=False`` on every NumPy: ``np.savez`` only takes that
+    keyword from NumPy 2.1 on, and older ones store it as one more array named
+    ``allow_pickle`` (see :data:`_OLD_NUMPY_MEMBER`)."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
 def save(optimizer, path):
     """Write ``optimizer``'s class, hyper-parameters and state to ``path``, atomically.
 
@@ -199,7 +215,7 @@ def save(optimizer, path):
                  0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **{_HEADER: blob}, **arrays)
+            _write_npz(f, {_HEADER: blob, **arrays})
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -314,6 +330,11 @@ def read_state_dict(path):
                                     f"says {entry['shape']} and {entry['dtype']}")
                     st[n] = arr
                 state[key] = st
+            if _OLD_NUMPY_MEMBER in members - expected_members:
+                stray = z[_OLD_NUMPY_MEMBER]
+                if (stray.dtype == np.bool_ and stray.shape == ()
+                        and not stray.item()):
+                    expected_members.add(_OLD_NUMPY_MEMBER)  # as NumPy < 2.1 wrote it
             if members != expected_members:
                 _fail(path, f"unexpected members {sorted(members - expected_members)}")
     except CheckpointError:

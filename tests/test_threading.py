@@ -54,6 +54,18 @@ def test_parallel_that_speeds_the_loop_up_is_kept(simulate):
 
 
 @pytest.mark.parametrize("simulate", PACERS)
+@pytest.mark.parametrize("parallel, starts", [
+    # lost by more than 1.5x: each check is two calls, the interval grows 4x
+    (2.0, [0, 8 + 16, 26 + 64, 92 + 256, 350 + 1024, 1376 + 1024]),   # capped at 1024
+    # lost by less: each check is a full trial (four calls), the interval grows 2x
+    (1.2, [0, 8 + 16, 28 + 32, 64 + 64, 132 + 128, 264 + 256, 524 + 512, 1040 + 1024]),
+])
+def test_the_checks_come_at_growing_intervals(simulate, parallel, starts):
+    modes = simulate([(1.0, parallel)] * 2500)
+    assert [m.start() for m in re.finditer("P+", modes)] == starts
+
+
+@pytest.mark.parametrize("simulate", PACERS)
 def test_a_change_in_the_loop_is_followed(simulate):
     # serial wins for 300 calls, then parallel does (another load came or went)
     modes = simulate([(1.0, 2.0)] * 300 + [(2.0, 1.0)] * 700)

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import _dlpack, reference
+from . import _dlpack, reference, rules
 from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -17,47 +17,16 @@ BACKENDS = {"cython": _kernels, "numpy": reference}
 
 
 # ---------------------------------------------------------------------------------------
-# Hyper-parameters
+# Hyper-parameters (the checks live with the rule table)
 # ---------------------------------------------------------------------------------------
 
-def _real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"Invalid {name}: {value!r} (must be finite)")
-    return value
-
-
-def check_nonneg(name, value):
-    value = _real(name, value)
-    if value < 0:
-        raise ValueError(f"Invalid {name}: {value!r} (must be >= 0)")
-    return value
-
-
-def check_unit_open(name, value):
-    """0 <= value < 1 (momentum, Adam's betas)."""
-    value = _real(name, value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"Invalid {name}: {value!r} (must satisfy 0 <= {name} < 1)")
-    return value
-
-
-def check_unit_closed(name, value):
-    """0 <= value <= 1 (RMSprop's alpha, AdaDelta's rho)."""
-    value = _real(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Invalid {name}: {value!r} (must satisfy 0 <= {name} <= 1)")
-    return value
+check_nonneg = rules.check_nonneg
+check_unit_open = rules.check_unit_open
+check_unit_closed = rules.check_unit_closed
 
 
 def check_betas(betas):
-    try:
-        b1, b2 = betas
-    except (TypeError, ValueError):
-        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))") from None
-    return (check_unit_open("beta1", b1), check_unit_open("beta2", b2))
+    return rules.check_betas("betas", betas)
 
 
 def check_num_threads(num_threads):
@@ -77,15 +46,7 @@ def check_backend(backend):
     return BACKENDS[backend]
 
 
-_CHECKS = {
-    "lr": check_nonneg,
-    "eps": check_nonneg,
-    "weight_decay": check_nonneg,
-    "momentum": check_unit_open,
-    "alpha": check_unit_closed,
-    "rho": check_unit_closed,
-    "betas": lambda name, value: check_betas(value),
-}
+_CHECKS = {h.name: h.check for r in rules.RULES for h in r.hyper}
 
 
 def check_hyper(**hyper):
@@ -100,74 +61,10 @@ def check_step(step):
     return int(step)
 
 
-# ---------------------------------------------------------------------------------------
-# The rules: per rule, its state buffers and the kernel scalars of one step, as a tuple in
-# the order of the kernel's keyword arguments (SCALAR_NAMES). Every scalar is computed
-# here, once per step, in float64; kernels and reference convert it to the array's dtype
-# the same way.
-# ---------------------------------------------------------------------------------------
-
-def sgd_scalars(step, *, lr, weight_decay):
-    return (lr, weight_decay)
-
-
-def momentum_scalars(step, *, lr, momentum, weight_decay):
-    return (lr, momentum, weight_decay)
-
-
-def adagrad_scalars(step, *, lr, eps, weight_decay):
-    return (lr, eps, weight_decay)
-
-
-def rmsprop_scalars(step, *, lr, alpha, eps, weight_decay):
-    return (lr, alpha, 1.0 - alpha, eps, weight_decay)
-
-
-def adadelta_scalars(step, *, lr, rho, eps, weight_decay):
-    return (lr, rho, 1.0 - rho, eps, weight_decay)
-
-
-def _adam_step(step, lr, betas, eps):
-    # The Adam paper's efficient form: step_size = lr*sqrt(1-b2^t)/(1-b1^t) and
-    # eps_hat = eps*sqrt(1-b2^t), so that lr*m_hat/(sqrt(v_hat)+eps) becomes
-    # step_size*m/(sqrt(v)+eps_hat) with no per-element bias correction.
-    beta1, beta2 = betas
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    return lr * bc2_sqrt / (1.0 - beta1 ** step), eps * bc2_sqrt
-
-
-def adam_scalars(step, *, lr, betas, eps, weight_decay):
-    beta1, beta2 = betas
-    step_size, eps_hat = _adam_step(step, lr, betas, eps)
-    return (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, weight_decay, step_size)
-
-
-def adamw_scalars(step, *, lr, betas, eps, weight_decay):
-    beta1, beta2 = betas
-    step_size, eps_hat = _adam_step(step, lr, betas, eps)
-    return (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat,
-            step_size)
-
-
-# kernel name -> (state buffer names, scalar function, scalar names). The order of the
-# names is the rule id the compiled update_many() takes.
-RULES = {
-    "sgd": ((), sgd_scalars, ("lr", "weight_decay")),
-    "momentum": (("velocity",), momentum_scalars, ("lr", "momentum", "weight_decay")),
-    "nesterov": (("velocity",), momentum_scalars, ("lr", "momentum", "weight_decay")),
-    "adagrad": (("sum_sq",), adagrad_scalars, ("lr", "eps", "weight_decay")),
-    "rmsprop": (("square_avg",), rmsprop_scalars,
-                ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay")),
-    "adadelta": (("square_avg", "acc_delta"), adadelta_scalars,
-                 ("lr", "rho", "one_minus_rho", "eps", "weight_decay")),
-    "adam": (("exp_avg", "exp_avg_sq"), adam_scalars,
-             ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps_hat",
-              "weight_decay", "step_size")),
-    "adamw": (("exp_avg", "exp_avg_sq"), adamw_scalars,
-              ("decay_factor", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
-               "eps_hat", "step_size")),
-}
-RULE_IDS = {name: i for i, name in enumerate(RULES)}
+# kernel name -> (state buffer names, scalar function, scalar names), from the rule
+# table; the order of the names is the rule id the compiled update_many() takes.
+RULES = {r.name: (r.state, r.scalars, r.scalar_names) for r in rules.RULES}
+RULE_IDS = {r.name: r.id for r in rules.RULES}
 
 
 # ---------------------------------------------------------------------------------------

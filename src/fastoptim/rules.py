@@ -1,0 +1,300 @@
+"""The rule table: every optimizer rule fastoptim has, described once.
+
+Each :class:`Rule` row says what the rest of the package needs to know about a rule: its
+name (the name of its NumPy reference function in :mod:`fastoptim.reference`, of its
+per-element kernel ``_rule_<name>`` in ``kernels/_rules.pxi``, and of its function in
+:mod:`fastoptim.functional`), its class name, its state buffers, its hyper-parameters
+with their defaults, checks and documentation, how the per-step kernel scalars derive
+from them, and its cost class. The classes, the functional wrappers, the checkpoint
+registry, the CLI and benchmark lists, the typing stubs, the kernels' dispatch (generated
+at build time from ``kernels/_dispatch.pxi.tp``) and the docs' rule table are all made
+from :data:`RULES`.
+
+Adding a rule: a row here, a per-element kernel function, a reference function, tests
+and a doc line.
+
+This module imports nothing from the package (the build reads it to generate the
+kernels' dispatch), and nothing here touches an array.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get"]
+
+
+# ---------------------------------------------------------------------------------------
+# Hyper-parameter checks: each takes (name, value) and returns the value to store, or
+# raises ValueError / TypeError with the message users see.
+# ---------------------------------------------------------------------------------------
+
+def _real(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Invalid {name}: {value!r} (must be finite)")
+    return value
+
+
+def check_nonneg(name, value):
+    """value >= 0 (learning rates, eps, weight decay)."""
+    value = _real(name, value)
+    if value < 0:
+        raise ValueError(f"Invalid {name}: {value!r} (must be >= 0)")
+    return value
+
+
+def check_unit_open(name, value):
+    """0 <= value < 1 (momentum, Adam's betas)."""
+    value = _real(name, value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid {name}: {value!r} (must satisfy 0 <= {name} < 1)")
+    return value
+
+
+def check_unit_closed(name, value):
+    """0 <= value <= 1 (RMSprop's alpha, AdaDelta's rho)."""
+    value = _real(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Invalid {name}: {value!r} (must satisfy 0 <= {name} <= 1)")
+    return value
+
+
+def check_betas(name, value):
+    """A pair (beta1, beta2), each 0 <= beta < 1."""
+    try:
+        b1, b2 = value
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid {name}: {value!r} (must be a pair (beta1, beta2))") from None
+    return (check_unit_open("beta1", b1), check_unit_open("beta2", b2))
+
+
+_RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
+               check_unit_closed: "0 <= {name} <= 1",
+               check_betas: "each 0 <= beta < 1"}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyper-parameter of a rule."""
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], Any]
+    doc: str            # what it is, one sentence; the range is added from ``check``
+    type: str = "float"  # for the docs and the stubs
+
+    def range_text(self):
+        return _RANGE_TEXT[self.check].format(name=self.name)
+
+
+def _lr(default, doc="Learning rate."):
+    return Hyper("lr", default, check_nonneg, doc)
+
+
+def _eps(default, doc):
+    return Hyper("eps", default, check_nonneg, doc)
+
+
+_COUPLED_DECAY = Hyper(
+    "weight_decay", 0.0, check_nonneg,
+    "Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (in a register: "
+    "the gradient array is never written), skipped when 0.")
+_MOMENTUM = Hyper("momentum", 0.9, check_unit_open, "The velocity's decay.")
+_BETAS = Hyper("betas", (0.9, 0.999), check_betas,
+               "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
+
+
+# ---------------------------------------------------------------------------------------
+# Step scalars: per rule, a function (step, **hyper) -> the kernel scalars of that step,
+# in the order of the rule's ``scalars`` names. Every scalar is computed here, once per
+# step, in float64; kernels and reference convert it to the array's dtype the same way.
+# ---------------------------------------------------------------------------------------
+
+def _lr_wd(step, *, lr, weight_decay):
+    return (lr, weight_decay)
+
+
+def _momentum_scalars(step, *, lr, momentum, weight_decay):
+    return (lr, momentum, weight_decay)
+
+
+def _lr_eps_wd(step, *, lr, eps, weight_decay):
+    return (lr, eps, weight_decay)
+
+
+def _rmsprop_scalars(step, *, lr, alpha, eps, weight_decay):
+    return (lr, alpha, 1.0 - alpha, eps, weight_decay)
+
+
+def _adadelta_scalars(step, *, lr, rho, eps, weight_decay):
+    return (lr, rho, 1.0 - rho, eps, weight_decay)
+
+
+def adam_step_size(step, lr, betas, eps):
+    """The Adam paper's efficient form (Kingma & Ba, sec. 2): ``step_size =
+    lr*sqrt(1-b2**t)/(1-b1**t)`` and ``eps_hat = eps*sqrt(1-b2**t)``, so that
+    ``lr*m_hat/(sqrt(v_hat)+eps)`` becomes ``step_size*m/(sqrt(v)+eps_hat)`` with no
+    per-element bias correction."""
+    beta1, beta2 = betas
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    return lr * bc2_sqrt / (1.0 - beta1 ** step), eps * bc2_sqrt
+
+
+def _adam_scalars(step, *, lr, betas, eps, weight_decay):
+    beta1, beta2 = betas
+    step_size, eps_hat = adam_step_size(step, lr, betas, eps)
+    return (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, weight_decay, step_size)
+
+
+def _adamw_scalars(step, *, lr, betas, eps, weight_decay):
+    beta1, beta2 = betas
+    step_size, eps_hat = adam_step_size(step, lr, betas, eps)
+    return (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat,
+            step_size)
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """One optimizer rule. The position of a row in :data:`RULES` is its kernel id."""
+
+    name: str                    # reference / kernel / functional name
+    class_name: str              # fastoptim.<class_name>
+    doc: str                     # one line: what it is
+    formula: str                 # the update, in the notation of the docs
+    state: tuple                 # state buffer names, created zero on the first step
+    state_doc: dict              # state buffer name -> what it holds
+    hyper: tuple                 # Hyper rows, in the constructor's order
+    positional: int              # how many leading hyper-parameters may be positional
+    scalars: Callable            # (step, **hyper) -> tuple, in ``scalar_names`` order
+    scalar_names: tuple          # the kernel's and the reference's scalar keywords
+    cost: str                    # "light" (a few multiply-adds per element) or "heavy"
+                                 # (a square root and a division): the serial threshold
+    stepped: bool = False        # the scalars depend on the step (bias correction)
+    base: Optional[str] = None   # the class this rule's class derives from
+    notes: str = ""              # more of the class docstring (conventions, sources)
+    torch: tuple = ()            # (torch.optim class, extra keywords): the equivalent
+
+    @property
+    def id(self):
+        return _IDS[self.name]
+
+    @property
+    def hyper_names(self):
+        return tuple(h.name for h in self.hyper)
+
+    @property
+    def defaults(self):
+        return {h.name: h.default for h in self.hyper}
+
+    def check(self, **hyper):
+        """Validate hyper-parameters of this rule by name; return them as stored."""
+        by_name = {h.name: h for h in self.hyper}
+        return {n: by_name[n].check(n, v) for n, v in hyper.items()}
+
+    def state_bytes(self, itemsize):
+        """Bytes of memory one ``update`` moves per element: the parameter read and
+        written, the gradient read, each state buffer read and written."""
+        return itemsize * (3 + 2 * len(self.state))
+
+
+RULES = (
+    Rule("sgd", "SGD", "Stochastic gradient descent.", "p <- p - lr*g",
+         (), {}, (_lr(1e-3), _COUPLED_DECAY), 1, _lr_wd, ("lr", "weight_decay"),
+         "light", torch=("SGD", {})),
+    Rule("momentum", "Momentum", "SGD with momentum (the velocity holds lr-scaled steps).",
+         "v <- momentum*v + lr*g ; p <- p - v",
+         ("velocity",), {"velocity": "the velocity ``v``"},
+         (_lr(1e-3), _MOMENTUM, _COUPLED_DECAY), 2, _momentum_scalars,
+         ("lr", "momentum", "weight_decay"), "light",
+         notes="``v`` holds lr-scaled steps, so a later change of ``lr`` leaves the "
+               "stored velocity as it was (old steps keep their learning rate; "
+               "torch.optim's ``SGD(momentum=...)`` agrees while ``lr`` is constant).",
+         torch=("SGD", {"momentum": 0.9})),
+    Rule("nesterov", "Nesterov", "Nesterov accelerated gradient (NAG), look-ahead form.",
+         "v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)",
+         ("velocity",), {"velocity": "the velocity ``v``"},
+         (_lr(1e-3), _MOMENTUM, _COUPLED_DECAY), 2, _momentum_scalars,
+         ("lr", "momentum", "weight_decay"), "light", base="Momentum",
+         notes="The look-ahead form of Bengio et al. 2013, as in torch.optim and Keras: "
+               "the stored parameter is the look-ahead point ``theta - momentum*v`` of "
+               "the classic formulation, so the gradient the caller computes at ``p`` "
+               "is the look-ahead gradient.",
+         torch=("SGD", {"momentum": 0.9, "nesterov": True})),
+    Rule("adagrad", "AdaGrad", "AdaGrad: per-element rates from the sum of squared "
+         "gradients.", "G <- G + g*g ; p <- p - lr*g / (sqrt(G) + eps)",
+         ("sum_sq",), {"sum_sq": "the running sum ``G`` of squared gradients"},
+         (_lr(1e-2), _eps(1e-10, "Added to ``sqrt(G)`` (outside the root, as "
+                                 "torch.optim)."), _COUPLED_DECAY), 1,
+         _lr_eps_wd, ("lr", "eps", "weight_decay"), "heavy", torch=("Adagrad", {})),
+    Rule("rmsprop", "RMSprop", "RMSprop: per-element rates from a running average of "
+         "squared gradients.", "E <- alpha*E + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(E) + eps)",
+         ("square_avg",), {"square_avg": "the running average ``E`` of squared gradients"},
+         (_lr(1e-2), Hyper("alpha", 0.99, check_unit_closed,
+                           "Smoothing constant of the average."),
+          _eps(1e-8, "Added to ``sqrt(E)`` (outside the root)."), _COUPLED_DECAY), 2,
+         _rmsprop_scalars, ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay"),
+         "heavy", torch=("RMSprop", {})),
+    Rule("adadelta", "AdaDelta", "AdaDelta: RMSprop with units from a running average of "
+         "squared steps.",
+         "G <- rho*G + (1-rho)*g*g ; d <- sqrt(S+eps)/sqrt(G+eps)*g ; "
+         "S <- rho*S + (1-rho)*d*d ; p <- p - lr*d",
+         ("square_avg", "acc_delta"),
+         {"square_avg": "the running average ``G`` of squared gradients",
+          "acc_delta": "the running average ``S`` of squared steps"},
+         (_lr(1.0, "Multiplies the step ``d`` (as torch.optim)."),
+          Hyper("rho", 0.9, check_unit_closed, "Decay of both running averages."),
+          _eps(1e-6, "Inside both roots (Zeiler's paper)."), _COUPLED_DECAY), 2,
+         _adadelta_scalars, ("lr", "rho", "one_minus_rho", "eps", "weight_decay"),
+         "heavy", torch=("Adadelta", {"lr": 1.0})),
+    Rule("adam", "Adam", "Adam with bias correction and coupled L2 decay.",
+         "m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; "
+         "p <- p - lr*m_hat / (sqrt(v_hat) + eps)",
+         ("exp_avg", "exp_avg_sq"),
+         {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
+         (_lr(1e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v_hat)``."), _COUPLED_DECAY), 2,
+         _adam_scalars, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+                         "eps_hat", "weight_decay", "step_size"), "heavy", stepped=True,
+         notes="``m_hat = m/(1-b1**t)``, ``v_hat = v/(1-b2**t)``, ``t`` counted per "
+               "parameter. Computed in the paper's efficient form (equal in exact "
+               "arithmetic; agrees with torch.optim.Adam to rounding, not bit for bit).",
+         torch=("Adam", {})),
+    Rule("adamw", "AdamW", "AdamW: Adam with decoupled weight decay.",
+         "p <- p*(1 - lr*weight_decay), then Adam with no decay term in g",
+         ("exp_avg", "exp_avg_sq"),
+         {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
+         (_lr(1e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v_hat)``."),
+          Hyper("weight_decay", 1e-2, check_nonneg,
+                "Decoupled decay (Loshchilov & Hutter): the parameter shrinks by the "
+                "factor ``1 - lr*weight_decay`` before the Adam step; no decay term in "
+                "``g``.")), 2,
+         _adamw_scalars, ("decay_factor", "beta1", "one_minus_beta1", "beta2",
+                          "one_minus_beta2", "eps_hat", "step_size"), "heavy",
+         stepped=True, base="Adam", torch=("AdamW", {})),
+)
+
+_IDS = {r.name: i for i, r in enumerate(RULES)}
+BY_NAME = {r.name: r for r in RULES}
+BY_CLASS = {r.class_name: r for r in RULES}
+#: The most state buffers and kernel scalars any rule has (the engine's table widths).
+MAX_STATE = max(len(r.state) for r in RULES)
+MAX_SCALARS = max(len(r.scalar_names) for r in RULES)
+
+
+def get(name):
+    """The rule called ``name`` (its function name, e.g. "adam", or its class name,
+    e.g. "Adam")."""
+    rule = BY_NAME.get(name) or BY_CLASS.get(name)
+    if rule is None:
+        raise KeyError(f"no rule {name!r}; the rules are "
+                       f"{', '.join(r.class_name for r in RULES)}")
+    return rule

@@ -13,6 +13,12 @@ flags, which depend on the compiler found at build time:
 * ``FASTOPTIM_NATIVE=1`` adds ``-march=native`` for a local build tuned to this CPU. Never
   set it when building a wheel for other machines.
 * ``FASTOPTIM_DISABLE_OPENMP=1`` forces the serial build (to test the fallback).
+
+Before anything is compiled, :func:`generate` makes what follows the rule table
+(``src/fastoptim/rules.py``): the kernels' dispatch and Python-callable kernels
+(``kernels/_dispatch.pxi`` and ``kernels/_wrappers.pxi``, rendered with Tempita from the
+``.tp`` templates beside them, as scikit-learn does with its ``.pyx.tp`` files) and the
+typing stubs of the modules whose names come from the table. None of them is committed.
 """
 
 import os
@@ -157,6 +163,47 @@ def _wide_targets_possible():
     return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name):
+    """A module of the package that imports nothing from it (rules, _stubs), by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"_fastoptim_build_{name}", os.path.join(HERE, "src", "fastoptim", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_if_changed(path, text):
+    # an unchanged file keeps its time stamp, so Cython does not recompile for nothing
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def generate():
+    """Render the kernels' templates and write the stubs from the rule table."""
+    from Cython import Tempita
+
+    rules = _load("rules").RULES
+    for name in ("_dispatch", "_wrappers"):
+        path = os.path.join(HERE, "kernels", f"{name}.pxi.tp")
+        with open(path, encoding="utf-8") as f:
+            template = Tempita.Template(f.read(), name=path)
+        _write_if_changed(path[:-3], template.substitute(rules=rules))
+    for name, text in _load("_stubs").all_stubs(rules).items():
+        _write_if_changed(os.path.join(HERE, "src", "fastoptim", name), text)
+
+
 def extensions():
     import numpy
     from Cython.Build import cythonize
@@ -190,4 +237,5 @@ if __name__ == "__main__":
     # interpreter's own build: only our flags decide value-changing behaviour.
     if "-ffast-math" in (sysconfig.get_config_var("CFLAGS") or ""):
         _warn("fastoptim: the interpreter's CFLAGS contain -ffast-math; results may differ.")
+    generate()
     setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -31,7 +31,7 @@ def make_step(impl, rule, n, dtype, threads):
             pytest.skip("torch is not installed (pip install torch==2.13.0)")
         return step
     return fastoptim_step(rule, n, dtype, threads,
-                          "cython" if impl == "fastoptim" else "numpy")
+                          "compiled" if impl == "fastoptim" else "numpy")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -58,7 +58,7 @@ def many_arrays(impl, count, size):
         for p in ps:
             p.grad = torch.full((size,), 1e-3)
         return torch.optim.Adam(ps, lr=1e-3, fused=True).step
-    opt = fo.Adam(backend="cython" if impl == "fastoptim" else "numpy")
+    opt = fo.Adam(backend="compiled" if impl == "fastoptim" else "numpy")
     params = {f"p{i}": np.zeros(size, np.float32) for i in range(count)}
     grads = {k: np.full(size, 1e-3, np.float32) for k in params}
     return lambda: opt.update(params, grads)

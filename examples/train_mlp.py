@@ -113,7 +113,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Compare fastoptim optimizers on a tiny MLP.")
     ap.add_argument("--epochs", type=int, default=20, help="passes over the training set")
     ap.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
-    ap.add_argument("--backend", choices=["cython", "numpy"], default="cython")
+    ap.add_argument("--backend", choices=["compiled", "numpy", "cython"], default="compiled")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=100, help="hidden layer width")
     args = ap.parse_args(argv)

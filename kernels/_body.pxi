@@ -75,22 +75,6 @@ cdef extern from *:
 
 include "_pacer.pxi"
 
-# Rule ids (the order of fastoptim._core.RULES) and their state-buffer counts.
-cdef enum:
-    R_SGD = 0
-    R_MOMENTUM = 1
-    R_NESTEROV = 2
-    R_ADAGRAD = 3
-    R_RMSPROP = 4
-    R_ADADELTA = 5
-    R_ADAM = 6
-    R_ADAMW = 7
-    N_RULES = 8
-    MAX_SCALARS = 8
-
-cdef int N_STATE[8]
-N_STATE[:] = [0, 1, 1, 1, 1, 2, 2, 2]
-
 # Below these sizes (per update call, in float32 elements: a float64 element counts as
 # two) a step runs on one thread: entering an OpenMP region costs about a microsecond
 # with warm threads, more than a short loop. "light" rules (SGD, Momentum, Nesterov) do
@@ -101,144 +85,13 @@ cdef Py_ssize_t _threshold_heavy = 8192
 
 
 # ---------------------------------------------------------------------------------------
-# Layer 1: per-element rules (the math; see SPEC.md)
+# Layers 1 and 2: the per-element rules (hand-written, _rules.pxi) and, generated from
+# the rule table (_dispatch.pxi.tp), the table's widths, N_STATE, HEAVY and _range: one
+# rule over one contiguous range
 # ---------------------------------------------------------------------------------------
 
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline floating _decayed(floating g, floating p, floating wd) noexcept nogil:
-    # Coupled L2 weight decay, g + wd*p, in a register; the user's gradient is not touched.
-    if wd != 0:
-        return g + wd * p
-    return g
-
-
-cdef inline void _sgd(floating* p, floating g, floating lr, floating wd) noexcept nogil:
-    cdef floating pi = p[0]
-    g = _decayed(g, pi, wd)
-    p[0] = pi - lr * g
-
-
-cdef inline void _momentum(floating* p, floating g, floating* v,
-                           floating lr, floating mu, floating wd) noexcept nogil:
-    cdef floating pi = p[0]
-    cdef floating vi
-    g = _decayed(g, pi, wd)
-    vi = mu * v[0] + lr * g
-    v[0] = vi
-    p[0] = pi - vi
-
-
-cdef inline void _nesterov(floating* p, floating g, floating* v,
-                           floating lr, floating mu, floating wd) noexcept nogil:
-    cdef floating pi = p[0]
-    cdef floating vi
-    g = _decayed(g, pi, wd)
-    vi = mu * v[0] + lr * g
-    v[0] = vi
-    p[0] = pi - (mu * vi + lr * g)
-
-
-cdef inline void _adagrad(floating* p, floating g, floating* s,
-                          floating lr, floating eps, floating wd) noexcept nogil:
-    cdef floating pi = p[0]
-    cdef floating si
-    g = _decayed(g, pi, wd)
-    si = s[0] + g * g
-    s[0] = si
-    p[0] = pi - lr * (g / (_sqrt(si) + eps))
-
-
-cdef inline void _rmsprop(floating* p, floating g, floating* e,
-                          floating lr, floating alpha, floating one_minus_alpha,
-                          floating eps, floating wd) noexcept nogil:
-    cdef floating pi = p[0]
-    cdef floating ei
-    g = _decayed(g, pi, wd)
-    ei = alpha * e[0] + one_minus_alpha * (g * g)
-    e[0] = ei
-    p[0] = pi - lr * (g / (_sqrt(ei) + eps))
-
-
-cdef inline void _adadelta(floating* p, floating g, floating* sq, floating* acc,
-                           floating lr, floating rho, floating one_minus_rho,
-                           floating eps, floating wd) noexcept nogil:
-    # sqrt(S+eps)/sqrt(G+eps) computed as sqrt((S+eps)/(G+eps)): equal in exact
-    # arithmetic, one square root fewer per element.
-    cdef floating pi = p[0]
-    cdef floating ai = acc[0]
-    cdef floating gi, delta
-    g = _decayed(g, pi, wd)
-    gi = rho * sq[0] + one_minus_rho * (g * g)
-    delta = _sqrt((ai + eps) / (gi + eps)) * g
-    sq[0] = gi
-    acc[0] = rho * ai + one_minus_rho * (delta * delta)
-    p[0] = pi - lr * delta
-
-
-cdef inline void _adam(floating* p, floating g, floating* m, floating* v,
-                       floating decay_factor, floating beta1, floating one_minus_beta1,
-                       floating beta2, floating one_minus_beta2, floating eps_hat,
-                       floating wd, floating step_size) noexcept nogil:
-    # The Adam paper's efficient form (Kingma & Ba, sec. 2): with
-    # step_size = lr*sqrt(1-b2^t)/(1-b1^t) and eps_hat = eps*sqrt(1-b2^t),
-    # lr*m_hat/(sqrt(v_hat)+eps) == step_size*m/(sqrt(v)+eps_hat) exactly in real
-    # arithmetic; per element one square root and one division.
-    # decay_factor is 1 - lr*wd for AdamW (decoupled decay) and exactly 1 for Adam, where
-    # p * 1 == p bit for bit (NaN and -0.0 included); wd is coupled decay (Adam only).
-    cdef floating pi = p[0] * decay_factor
-    cdef floating mi, vi
-    g = _decayed(g, pi, wd)
-    mi = beta1 * m[0] + one_minus_beta1 * g
-    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
-    m[0] = mi
-    v[0] = vi
-    p[0] = pi - step_size * (mi / (_sqrt(vi) + eps_hat))
-
-
-# ---------------------------------------------------------------------------------------
-# Layer 2: one rule over one contiguous range (no math here)
-# ---------------------------------------------------------------------------------------
-# Scalars are copied into locals first: read through a pointer, the compiler would have
-# to assume that a store to p could change them and reload them every iteration.
-# The scalar order of each rule is the keyword order of its Python kernel below.
-
-cdef void _range(int rule, floating* p, const floating* g, floating* s0, floating* s1,
-                 Py_ssize_t n, const floating* sc) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating a0 = sc[0], a1 = sc[1], a2 = sc[2], a3 = sc[3]
-    cdef floating a4 = sc[4], a5 = sc[5], a6 = sc[6], a7 = sc[7]
-    if rule == R_SGD:                       # lr, weight_decay
-        for i in range(n):
-            _sgd(&p[i], g[i], a0, a1)
-    elif rule == R_MOMENTUM:                # lr, momentum, weight_decay
-        for i in range(n):
-            _momentum(&p[i], g[i], &s0[i], a0, a1, a2)
-    elif rule == R_NESTEROV:                # lr, momentum, weight_decay
-        for i in range(n):
-            _nesterov(&p[i], g[i], &s0[i], a0, a1, a2)
-    elif rule == R_ADAGRAD:                 # lr, eps, weight_decay
-        for i in range(n):
-            _adagrad(&p[i], g[i], &s0[i], a0, a1, a2)
-    elif rule == R_RMSPROP:                 # lr, alpha, one_minus_alpha, eps, weight_decay
-        for i in range(n):
-            _rmsprop(&p[i], g[i], &s0[i], a0, a1, a2, a3, a4)
-    elif rule == R_ADADELTA:                # lr, rho, one_minus_rho, eps, weight_decay
-        for i in range(n):
-            _adadelta(&p[i], g[i], &s0[i], &s1[i], a0, a1, a2, a3, a4)
-    elif rule == R_ADAM:
-        # beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, weight_decay, step_size
-        for i in range(n):
-            _adam(&p[i], g[i], &s0[i], &s1[i], <floating>1.0, a0, a1, a2, a3, a4, a5, a6)
-    elif rule == R_ADAMW:
-        # decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, step_size
-        for i in range(n):
-            _adam(&p[i], g[i], &s0[i], &s1[i], a0, a1, a2, a3, a4, a5, <floating>0.0, a6)
+include "_rules.pxi"
+include "_dispatch.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,8 +101,7 @@ cdef void _range(int rule, floating* p, const floating* g, floating* s0, floatin
 ctypedef struct Entry:
     char* p            # parameter data (written)
     char* g            # gradient data (read)
-    char* s0           # state buffers (written), NULL when the rule has fewer
-    char* s1
+    char* s[MAX_STATE]  # state buffers (written), NULL past the rule's count
     Py_ssize_t n       # elements
     Py_ssize_t start   # index of its first element in the concatenation of the table
     int dbl            # 1: float64, 0: float32
@@ -278,19 +130,22 @@ cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Elements [lo, hi) of the concatenated table, entry by entry."""
     cdef Py_ssize_t a, b, k = _first_entry(e, ne, lo)
+    cdef int j
+    cdef double* sd[MAX_STATE]
+    cdef float* sf[MAX_STATE]
     while k < ne and e[k].start < hi:
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
         if b > a:
             if e[k].dbl:
-                _range(rule, <double*>e[k].p + a, <const double*>e[k].g + a,
-                       <double*>e[k].s0 + a if e[k].s0 != NULL else NULL,
-                       <double*>e[k].s1 + a if e[k].s1 != NULL else NULL,
+                for j in range(MAX_STATE):
+                    sd[j] = <double*>e[k].s[j] + a if e[k].s[j] != NULL else NULL
+                _range(rule, <double*>e[k].p + a, <const double*>e[k].g + a, sd,
                        b - a, ss[e[k].sc].d)
             else:
-                _range(rule, <float*>e[k].p + a, <const float*>e[k].g + a,
-                       <float*>e[k].s0 + a if e[k].s0 != NULL else NULL,
-                       <float*>e[k].s1 + a if e[k].s1 != NULL else NULL,
+                for j in range(MAX_STATE):
+                    sf[j] = <float*>e[k].s[j] + a if e[k].s[j] != NULL else NULL
+                _range(rule, <float*>e[k].p + a, <const float*>e[k].g + a, sf,
                        b - a, ss[e[k].sc].f)
         k += 1
 
@@ -310,13 +165,12 @@ cdef void _run(int rule, const Entry* e, Py_ssize_t ne, Py_ssize_t total,
         _span(rule, e, ne, ss, _split(total, nt, t), _split(total, nt, t + 1))
 
 
-cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
-    """Threads for a step over n (float32-equivalent) elements: 1 below the rule family's
-    threshold; else the
-    request (<= 0: OpenMP's current maximum), capped so that each thread gets at least
-    half a threshold of elements (a many-core machine does not spread a mid-sized
-    update so thin that the region costs more than the work)."""
-    cdef Py_ssize_t threshold = _threshold_light if rule <= R_NESTEROV else _threshold_heavy
+cdef inline int _threads_cost(bint heavy, int requested, Py_ssize_t n) noexcept nogil:
+    """Threads for a step over n (float32-equivalent) elements: 1 below the cost class's
+    threshold; else the request (<= 0: OpenMP's current maximum), capped so that each
+    thread gets at least half a threshold of elements (a many-core machine does not
+    spread a mid-sized update so thin that the region costs more than the work)."""
+    cdef Py_ssize_t threshold = _threshold_heavy if heavy else _threshold_light
     cdef Py_ssize_t chunk = threshold // 2 if threshold >= 2 else 1
     if n < threshold or not FO_HAVE_OPENMP or fo_forked:
         return 1
@@ -325,6 +179,10 @@ cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
     if requested > n // chunk:
         requested = <int>(n // chunk)
     return requested if requested > 1 else 1
+
+
+cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
+    return _threads_cost(HEAVY[rule], requested, n)
 
 
 cdef void _fill_scalars(ScalarSet* s, tuple values) except *:
@@ -393,32 +251,34 @@ cdef bint _any_nonfinite(const Entry* e, Py_ssize_t ne, Py_ssize_t total,
 
 
 # ---------------------------------------------------------------------------------------
-# Layer 4a: one kernel per rule over one flat parameter (the reference's signatures)
+# Layer 4a: one kernel per rule over one flat parameter (the reference's signatures),
+# generated from the rule table (_wrappers.pxi.tp)
 # ---------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _length(Py_ssize_t n, Py_ssize_t grad, Py_ssize_t s0=-1,
-                               Py_ssize_t s1=-1) except -1:
-    """The element count shared by a kernel's buffers (checked: no read past an end)."""
-    if grad != n:
-        raise ValueError(f"grad has {grad} elements but the parameter has {n}")
-    if (s0 != -1 and s0 != n) or (s1 != -1 and s1 != n):
-        raise ValueError(f"a state buffer has {s0 if s0 != n else s1} elements but the "
-                         f"parameter has {n}")
+cdef inline Py_ssize_t _length(Py_ssize_t n, Py_ssize_t m, str name) except -1:
+    """n, after checking that the buffer ``name`` has n elements too (no read past an
+    end)."""
+    if m != n:
+        if name == "grad":
+            raise ValueError(f"grad has {m} elements but the parameter has {n}")
+        raise ValueError(f"a state buffer has {m} elements but the parameter has {n} "
+                         f"({name})")
     return n
 
 
-cdef void _one(int rule, floating* p, const floating* g, floating* s0, floating* s1,
-               Py_ssize_t n, tuple scalars, int num_threads) except *:
+cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_t n,
+               tuple scalars, int num_threads) except *:
     cdef Entry e
     cdef ScalarSet ss
+    cdef int k
     cdef int nt = _threads(rule, num_threads, n * sizeof(floating) // 4)
     if nt > 1 and num_threads < 0:
         nt = _pace_keyed(p, n * sizeof(floating) // 4, nt)
     _fill_scalars(&ss, scalars)
     e.p = <char*>p
     e.g = <char*>g
-    e.s0 = <char*>s0
-    e.s1 = <char*>s1
+    for k in range(MAX_STATE):
+        e.s[k] = <char*>s[k]
     e.n = n
     e.start = 0
     e.dbl = floating is double
@@ -427,78 +287,7 @@ cdef void _one(int rule, floating* p, const floating* g, floating* s0, floating*
         _run(rule, &e, 1, n, &ss, nt)
 
 
-def sgd(floating[::1] param, const floating[::1] grad, *,
-        double lr, double weight_decay, int num_threads=0):
-    """p <- p - lr*g, with g <- g + weight_decay*p first when weight_decay != 0."""
-    if _length(param.shape[0], grad.shape[0]):
-        _one(R_SGD, &param[0], &grad[0], <floating*>NULL, <floating*>NULL,
-             param.shape[0], (lr, weight_decay), num_threads)
-
-
-def momentum(floating[::1] param, const floating[::1] grad, floating[::1] velocity, *,
-             double lr, double momentum, double weight_decay, int num_threads=0):
-    """v <- momentum*v + lr*g ; p <- p - v."""
-    if _length(param.shape[0], grad.shape[0], velocity.shape[0]):
-        _one(R_MOMENTUM, &param[0], &grad[0], &velocity[0], <floating*>NULL,
-             param.shape[0], (lr, momentum, weight_decay), num_threads)
-
-
-def nesterov(floating[::1] param, const floating[::1] grad, floating[::1] velocity, *,
-             double lr, double momentum, double weight_decay, int num_threads=0):
-    """v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)."""
-    if _length(param.shape[0], grad.shape[0], velocity.shape[0]):
-        _one(R_NESTEROV, &param[0], &grad[0], &velocity[0], <floating*>NULL,
-             param.shape[0], (lr, momentum, weight_decay), num_threads)
-
-
-def adagrad(floating[::1] param, const floating[::1] grad, floating[::1] sum_sq, *,
-            double lr, double eps, double weight_decay, int num_threads=0):
-    """G <- G + g*g ; p <- p - lr*(g / (sqrt(G) + eps))."""
-    if _length(param.shape[0], grad.shape[0], sum_sq.shape[0]):
-        _one(R_ADAGRAD, &param[0], &grad[0], &sum_sq[0], <floating*>NULL,
-             param.shape[0], (lr, eps, weight_decay), num_threads)
-
-
-def rmsprop(floating[::1] param, const floating[::1] grad, floating[::1] square_avg, *,
-            double lr, double alpha, double one_minus_alpha, double eps,
-            double weight_decay, int num_threads=0):
-    """E <- alpha*E + (1-alpha)*(g*g) ; p <- p - lr*(g / (sqrt(E) + eps))."""
-    if _length(param.shape[0], grad.shape[0], square_avg.shape[0]):
-        _one(R_RMSPROP, &param[0], &grad[0], &square_avg[0], <floating*>NULL,
-             param.shape[0], (lr, alpha, one_minus_alpha, eps, weight_decay), num_threads)
-
-
-def adadelta(floating[::1] param, const floating[::1] grad, floating[::1] square_avg,
-             floating[::1] acc_delta, *, double lr, double rho, double one_minus_rho,
-             double eps, double weight_decay, int num_threads=0):
-    """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt((S+eps)/(G+eps))*g ;
-    S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d."""
-    if _length(param.shape[0], grad.shape[0], square_avg.shape[0], acc_delta.shape[0]):
-        _one(R_ADADELTA, &param[0], &grad[0], &square_avg[0], &acc_delta[0],
-             param.shape[0], (lr, rho, one_minus_rho, eps, weight_decay), num_threads)
-
-
-def adam(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-         floating[::1] exp_avg_sq, *, double beta1, double one_minus_beta1, double beta2,
-         double one_minus_beta2, double eps_hat, double weight_decay, double step_size,
-         int num_threads=0):
-    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g) ;
-    p <- p - step_size*(m / (sqrt(v) + eps_hat))."""
-    if _length(param.shape[0], grad.shape[0], exp_avg.shape[0], exp_avg_sq.shape[0]):
-        _one(R_ADAM, &param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], param.shape[0],
-             (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, weight_decay,
-              step_size), num_threads)
-
-
-def adamw(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-          floating[::1] exp_avg_sq, *, double decay_factor, double beta1,
-          double one_minus_beta1, double beta2, double one_minus_beta2, double eps_hat,
-          double step_size, int num_threads=0):
-    """p <- p*decay_factor (decay_factor = 1 - lr*weight_decay), then the Adam rule."""
-    if _length(param.shape[0], grad.shape[0], exp_avg.shape[0], exp_avg_sq.shape[0]):
-        _one(R_ADAMW, &param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], param.shape[0],
-             (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
-              step_size), num_threads)
+include "_wrappers.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -616,25 +405,26 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     cdef char* kbuf
     cdef const char* g0
     cdef const char* g1
+    cdef int b, w = MAX_STATE + 2
     # the cache key: every parameter's and state buffer's pointer, and the byte size
-    key = bytes(ne * 4 * sizeof(Py_ssize_t))
+    key = bytes(ne * w * sizeof(Py_ssize_t))
     kbuf = <char*>key
     for k in range(ne):
-        (<Py_ssize_t*>kbuf)[4 * k] = <Py_ssize_t>e[k].p
-        (<Py_ssize_t*>kbuf)[4 * k + 1] = <Py_ssize_t>e[k].s0
-        (<Py_ssize_t*>kbuf)[4 * k + 2] = <Py_ssize_t>e[k].s1
-        (<Py_ssize_t*>kbuf)[4 * k + 3] = nbytes[k]
+        (<Py_ssize_t*>kbuf)[w * k] = <Py_ssize_t>e[k].p
+        for b in range(MAX_STATE):
+            (<Py_ssize_t*>kbuf)[w * k + 1 + b] = <Py_ssize_t>e[k].s[b]
+        (<Py_ssize_t*>kbuf)[w * k + w - 1] = nbytes[k]
     if len(cache) == 3 and cache[0] == key:
         written_overlap = cache[2]
         iv = <Interval*><char*>(<bytes>cache[1])
         m = len(<bytes>cache[1]) // sizeof(Interval)
     else:
-        ivs = bytes(3 * ne * sizeof(Interval))
+        ivs = bytes((1 + MAX_STATE) * ne * sizeof(Interval))
         iv = <Interval*><char*>ivs
         for k in range(ne):
             m = _add_interval(iv, m, e[k].p, nbytes[k], k)
-            m = _add_interval(iv, m, e[k].s0, nbytes[k], k)
-            m = _add_interval(iv, m, e[k].s1, nbytes[k], k)
+            for b in range(MAX_STATE):
+                m = _add_interval(iv, m, e[k].s[b], nbytes[k], k)
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for k in range(1, m):
             if iv[k].lo < iv[k - 1].hi:
@@ -667,40 +457,49 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     return False
 
 
-def update_many(int rule, object params, object grads, dict slots, object scalars_fn,
-                object slow_fn, object pairs_fn, int num_threads, list cache, list plan,
+cdef object _NO_KEY = object()  # a plan position that names no key yet (None is a key)
+
+
+def update_many(int rule, object params, object grads, dict slots, dict scalars,
+                int num_threads, list cache, list plan, list steps_out,
                 bint skip_nonfinite=False, object pacer=None):
-    """Update every parameter of one optimizer call in one pass over memory.
+    """Update every parameter of one call in one pass over memory -- or, when anything
+    is not as the fast path takes it, write nothing and say what (fastoptim._engine
+    runs the transaction around this call; nothing here calls back into Python).
 
     params, grads: two dicts with the same keys, or two lists/tuples of equal length
         (the caller checked the kinds and the lengths).
-    slots: key -> [step, state buffer, ...] (the optimizer's state; the step is a 0-d
-        int64 array, incremented in place).
-    scalars_fn(step) -> tuple of the rule's scalars for that step, in kernel order.
-    slow_fn(key, param, grad, slot_or_None) -> (param, grad, slot): the Python path for
-        anything the C checks do not take as it is. It raises the user-facing error for
-        bad input, or returns a base-class view of the parameter, the gradient (a copy in
-        the parameter's memory order if it was strided or shared memory with it) and the
-        slot (new, or re-laid out) to use.
-    pairs_fn(params, grads): raises the error for mismatched keys.
-    cache: a list owned by the optimizer (see _cross_overlap).
-    plan: a list owned by the optimizer: [keys, slots] of the last call, position by
+    slots: key -> [step, state buffer, ...] (the engine's state records: the step is a
+        0-d int64 array, the number of steps taken, incremented here in place; then
+        the rule's N_STATE[rule] buffers).
+    scalars: step -> tuple of the rule's kernel scalars for that step (float64).
+    cache: a list owned by the caller (see _cross_overlap).
+    plan: a list owned by the caller: [keys, slots] of the last call, position by
         position, so that a key that is the very same object as last time finds its slot
-        without a dict lookup. The optimizer empties it whenever it changes ``slots``
-        itself; the keys are held, so an identical object cannot be a new key.
-
+        without a dict lookup. The caller empties it whenever it changes ``slots`` other
+        than through this function; the keys are held, so an identical object cannot be
+        a new key.
+    steps_out: on success, set to the distinct steps taken (so the caller can have the
+        scalars of the next ones ready).
     skip_nonfinite: first check every gradient element (one pass, all threads); if any
         is NaN or Inf, write nothing, count no step, and return False.
-    pacer: None (use the threads asked for, above the size thresholds), or a bytearray
-        of PACER_BYTES owned by the optimizer: the adaptive policy (see _pacer.pxi)
-        then decides, call by call, between one thread and those asked for.
+    pacer: None (use the threads asked for, above the size thresholds), a bytearray of
+        PACER_BYTES owned by the caller, or True (the pacer keyed by the first
+        parameter's address): the adaptive policy (see _pacer.pxi) then decides, call
+        by call, between one thread and those asked for.
 
-    Every array is checked before any is written; an exception leaves everything as it
-    was. Steps are counted per parameter. Returns True when the step was applied.
+    Returns True (applied) or False (skipped by the guard), or, with nothing written,
+    a pair (rejected, missing): ``rejected`` the positions whose arrays or state the fast
+    path does not take as they are (not exact, aligned, native float32/float64 ndarrays
+    of matching shape, dtype and memory order; a gradient sharing memory with its
+    parameter or state; a state buffer sharing memory with its parameter or another of
+    its buffers; no state record yet), or None when a dict of gradients lacks a key of
+    the parameters or has extra keys; ``missing`` the steps with no entry in
+    ``scalars``.
     """
     cdef bint is_dict = type(params) is dict
     cdef Py_ssize_t n = len(params)
-    cdef Py_ssize_t i, k, pos = 0, total = 0, work = 0, step, last_step = -1
+    cdef Py_ssize_t i, k, j, pos = 0, total = 0, work = 0, step, last_step = -1
     cdef int nstate = N_STATE[rule], last_sc = -1, nt
     cdef PyObject* kp
     cdef PyObject* vp
@@ -708,24 +507,28 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef PyObject* sp
     cdef ArrInfo pi
     cdef char* gdata
-    cdef char* sdata[2]
+    cdef char* sdata[MAX_STATE]
     cdef bint ok
     cdef Entry* e = NULL
     cdef ScalarSet* ss = NULL
     cdef Py_ssize_t* steps = NULL
     cdef Py_ssize_t* nbytes = NULL
     cdef cnp.npy_int64** stepp = NULL
-    cdef list keep = []         # references that must outlive the pointer table
-    cdef list pending = None    # (key, new slot) stored only once everything is checked
+    cdef list rejected = None
+    cdef list missing = None
     cdef list step_values = []  # distinct steps, in order of their scalar-set index
     cdef dict step_index = None
     cdef list pkeys, pslots
-    cdef Pacer* ps = _pacer_of(pacer)
+    cdef Pacer* ps = NULL
+    cdef bint keyed = pacer is True
     cdef bint paced_serial = False
     if n == 0:
+        steps_out.clear()
         return True
+    if not keyed:
+        ps = _pacer_of(pacer)
     if len(plan) != 2 or len(<list>plan[0]) != n:
-        plan[:] = [[None] * n, [None] * n]
+        plan[:] = [[_NO_KEY] * n, [None] * n]
     pkeys = plan[0]
     pslots = plan[1]
     e = <Entry*>PyMem_Malloc(n * sizeof(Entry))
@@ -744,8 +547,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 p = <object>vp
                 gp = PyDict_GetItemWithError(grads, key)
                 if gp == NULL:
-                    pairs_fn(params, grads)  # raises the missing-key error
-                    raise RuntimeError("internal error: missing gradient not reported")
+                    return (None, None)  # a missing gradient: the caller says which
                 g = <object>gp
             else:
                 key = i
@@ -764,39 +566,33 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 slot = <object>sp
                 ok = type(slot) is list and len(<list>slot) == nstate + 1
                 for k in range(nstate):
-                    # (a gradient in its own state buffer: the Python path copies it)
                     ok = ok and _like((<list>slot)[k + 1], &pi, True, &sdata[k]) \
-                        and _disjoint(sdata[k], pi.nbytes, gdata, pi.nbytes)
+                        and _disjoint(sdata[k], pi.nbytes, gdata, pi.nbytes) \
+                        and _disjoint(sdata[k], pi.nbytes, pi.data, pi.nbytes)
+                    for j in range(k):
+                        ok = ok and _disjoint(sdata[k], pi.nbytes, sdata[j], pi.nbytes)
+            if ok:
+                box = (<list>slot)[0]
+                ok = (cnp.PyArray_CheckExact(box)
+                      and cnp.PyArray_TYPE(<cnp.ndarray>box) == cnp.NPY_INT64
+                      and cnp.PyArray_SIZE(<cnp.ndarray>box) == 1
+                      and cnp.PyArray_FLAGS(<cnp.ndarray>box) & cnp.NPY_ARRAY_WRITEABLE
+                      and cnp.PyArray_ISALIGNED(<cnp.ndarray>box))
             if not ok:
-                # the Python path: raises for bad input, else flat views / copies
-                res = slow_fn(key, p, g, <object>sp if sp != NULL else None)
-                keep.append(res)
-                pflat, gflat, slot = res
-                if not _param_ok(pflat, &pi) or not _like(gflat, &pi, False, &gdata):
-                    raise RuntimeError("internal error: slow path returned bad arrays")
-                for k in range(nstate):
-                    if not _like((<list>slot)[k + 1], &pi, True, &sdata[k]):
-                        raise RuntimeError("internal error: slow path returned bad state")
-                if sp == NULL or slot is not <object>sp:
-                    if pending is None:
-                        pending = []
-                    pending.append((i, key, slot))
+                if rejected is None:
+                    rejected = []
+                rejected.append(i)
+                continue
             e[i].p = pi.data
             e[i].g = gdata
-            e[i].s0 = sdata[0] if nstate > 0 else NULL
-            e[i].s1 = sdata[1] if nstate > 1 else NULL
+            for k in range(MAX_STATE):
+                e[i].s[k] = sdata[k] if k < nstate else NULL
             e[i].n = pi.size
             e[i].start = total
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
             total += pi.size
             work += pi.size * (2 if e[i].dbl else 1)
             nbytes[i] = pi.nbytes
-            box = (<list>slot)[0]
-            if not (cnp.PyArray_Check(box) and cnp.PyArray_TYPE(<cnp.ndarray>box) == cnp.NPY_INT64
-                    and cnp.PyArray_SIZE(<cnp.ndarray>box) == 1
-                    and cnp.PyArray_FLAGS(<cnp.ndarray>box) & cnp.NPY_ARRAY_WRITEABLE
-                    and cnp.PyArray_ISALIGNED(<cnp.ndarray>box)):
-                raise RuntimeError("internal error: a slot's step is not an int64 box")
             stepp[i] = <cnp.npy_int64*>cnp.PyArray_DATA(<cnp.ndarray>box)
             step = stepp[i][0] + 1
             steps[i] = step
@@ -807,42 +603,46 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                 if idx is None:
                     idx = step_index[step] = len(step_values)
                     step_values.append(step)
+                    if step not in scalars:
+                        if missing is None:
+                            missing = []
+                        missing.append(step)
                 last_step, last_sc = step, idx
             e[i].sc = last_sc
         if is_dict and len(grads) != n:
-            pairs_fn(params, grads)  # raises the extra-key error
-            raise RuntimeError("internal error: extra gradients not reported")
+            return (None, None)  # extra gradients: the caller says which
+        if rejected is not None or missing is not None:
+            return (rejected or [], missing or [])
 
         # -- 2. threads: none above one for overlapping arrays; the pacer's choice -------
         nt = _threads(rule, num_threads, work)
         if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
             nt = 1
+        elif nt > 1 and keyed:
+            nt = _pace_keyed(e[0].p, work, nt)
+            paced_serial = nt == 1
         elif nt > 1 and ps != NULL:
             nt = _pace(ps, work, fo_now_ns(), nt)
             paced_serial = nt == 1
 
         # -- 3. the guard: nothing written, no step counted, if a gradient is not finite
         if skip_nonfinite and _any_nonfinite(
-                e, n, total, 1 if paced_serial else _threads(R_SGD, num_threads, work)):
+                e, n, total, 1 if paced_serial else _threads_cost(False, num_threads, work)):
             return False
 
-        # -- 4. the scalars of every distinct step (Python, float64) -------------------
+        # -- 4. the scalars of every distinct step --------------------------------------
         ss = <ScalarSet*>PyMem_Malloc(len(step_values) * sizeof(ScalarSet))
         if ss == NULL:
             raise MemoryError()
         for k in range(len(step_values)):
-            _fill_scalars(&ss[k], tuple(scalars_fn(step_values[k])))
+            _fill_scalars(&ss[k], <tuple?>scalars[step_values[k]])
 
         # -- 5. nothing can fail from here on ------------------------------------------
-        if pending is not None:
-            for i, key, slot in pending:
-                slots[key] = slot
-                pkeys[i] = key
-                pslots[i] = slot
         with nogil:
             _run(rule, e, n, total, ss, nt)
         for i in range(n):
             stepp[i][0] = steps[i]
+        steps_out[:] = step_values
         return True
     finally:
         PyMem_Free(e)
@@ -906,7 +706,7 @@ def set_parallel_thresholds(light=None, heavy=None):
 def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
     """The thread count a step over n float32 elements (or n/2 float64 ones) would use
     (for tests and tuning)."""
-    return _threads(R_ADAM if heavy else R_SGD, num_threads, n)
+    return _threads_cost(heavy, num_threads, n)
 
 
 # ---------------------------------------------------------------------------------------
@@ -939,8 +739,11 @@ def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
     cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP and not fo_forked else 1
     cdef floating* pb = NULL
     cdef floating* pc = NULL
-    _length(n, a.shape[0], b.shape[0] if b is not None else -1,
-            c.shape[0] if c is not None else -1)
+    _length(n, a.shape[0], "grad")
+    if b is not None:
+        _length(n, b.shape[0], "b")
+    if c is not None:
+        _length(n, c.shape[0], "c")
     if n == 0:
         return
     if b is not None:

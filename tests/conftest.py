@@ -74,6 +74,19 @@ def target_params():
     return out
 
 
+@pytest.fixture(params=target_params())
+def target(request, monkeypatch):
+    """The kernel module of one CPU target (every supported one in turn, the others
+    skipped with the reason), and everything -- the optimizer classes, the functional
+    API -- running on it for the test: the engine's compiled kernels are bound in one
+    place, ``fastoptim._engine.COMPILED.kernels``."""
+    from fastoptim import _engine
+
+    module = _dispatch.load(request.param)
+    monkeypatch.setattr(_engine.COMPILED, "kernels", module)
+    return module
+
+
 def forbidden_kernel_modules(modules, supported):
     """The names in ``modules`` of kernel modules for targets outside ``supported``."""
     return sorted(f"fastoptim._kernels_{t}" for t in _dispatch.PREFERENCE

@@ -208,7 +208,7 @@ def snapshot_world(arrays):
     return out
 
 
-def run_world(make, cls, dtype, tmp, *, backend="cython", num_threads=None,
+def run_world(make, cls, dtype, tmp, *, backend="compiled", num_threads=None,
               copy_grads=False):
     arrays, calls = make(dtype, tmp)
     types = {k: type(v) for k, v in arrays.items()}
@@ -349,7 +349,7 @@ REFUSED_COMBOS = [(cls, case) for cls in OPTIMIZERS for case in REFUSED]
 def test_refused_with_a_clear_error_and_nothing_changed(cls, case, tmp_path):
     make_p, make_g, exc, match = REFUSED[case]
     messages = []
-    for backend in ("cython", "numpy"):
+    for backend in ("compiled", "numpy"):
         good = {"W": np.linspace(-1, 1, 6).reshape(2, 3), "b": np.linspace(0, 1, 3)}
         opt = cls(**HYPER[cls], backend=backend)
         opt.update(good, {k: np.full_like(v, 0.5) for k, v in good.items()})  # state
@@ -408,7 +408,7 @@ def test_gradient_is_its_own_state_buffer(cls, name, parallel_everything):
 
     expected = run("numpy", copy=True)
     for nt in (1, 2):
-        assert_runs_equal(run("cython", num_threads=nt), expected)
+        assert_runs_equal(run("compiled", num_threads=nt), expected)
     assert_runs_equal(run("numpy"), expected)
 
 
@@ -434,7 +434,7 @@ def _state_as_other_params_gradient(num_threads, backend, as_param=False):
 @pytest.mark.parametrize("as_param", [False, True], ids=["gradient", "parameter"])
 def test_state_buffer_of_another_parameter_serial(as_param):
     ref = _state_as_other_params_gradient(None, "numpy", as_param)
-    assert_runs_equal(_state_as_other_params_gradient(1, "cython", as_param), ref)
+    assert_runs_equal(_state_as_other_params_gradient(1, "compiled", as_param), ref)
 
 
 @pytest.mark.skipif(not _kernels.openmp_enabled(), reason="serial build: no threads")
@@ -442,7 +442,7 @@ def test_state_buffer_of_another_parameter_serial(as_param):
 def test_state_buffer_of_another_parameter_threads(as_param):
     ref = _state_as_other_params_gradient(None, "numpy", as_param)
     for _ in range(3):  # without the check of state buffers the race showed every time
-        assert_runs_equal(_state_as_other_params_gradient(2, "cython", as_param), ref)
+        assert_runs_equal(_state_as_other_params_gradient(2, "compiled", as_param), ref)
 
 
 # ---------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_round_trip_continues_bit_identically(cls, tmp_path):
     assert only_checkpoint_left(tmp_path, "opt.ckpt")  # no temporary file left
     second = fo.load(path)
     assert type(second) is cls and second.hyperparams == first.hyperparams
-    assert second.num_threads is None and second.backend == "cython"
+    assert second.num_threads is None and second.backend == "compiled"
     assert_snapshot_equal(snapshot(second, resumed), snapshot(first, resumed))
     for k, st in second.state.items():  # the state keeps its parameter's memory order
         for n, b in st.items():

@@ -181,7 +181,7 @@ def test_mixed_dtypes_scale_each_in_its_own_dtype():
     assert np.array_equal(a, a0 * np.float32(f)) and np.array_equal(b, b0 * f)
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 def test_no_scaling_below_max_norm(backend):
     g = np.array([3.0, 4.0])                          # norm 5
     assert fo.clip_grad_norm(g, 5.0 + 2e-6, backend=backend) == 5.0
@@ -208,7 +208,7 @@ def test_nonfinite_raises_and_leaves_everything(dtype, bad):
     b = np.full(50, 2.0, dtype=dtype)
     b[7] = bad
     a0, b0 = a.copy(), b.copy()
-    for backend in ("cython", "numpy"):
+    for backend in ("compiled", "numpy"):
         with pytest.raises(FloatingPointError, match="no gradient was changed"):
             fo.clip_grad_norm([a, b], 1.0, error_if_nonfinite=True, backend=backend)
         assert np.array_equal(a, a0) and np.array_equal(b, b0, equal_nan=True)
@@ -223,7 +223,7 @@ def test_nonfinite_without_raise_follows_the_rule(dtype):
     assert math.isnan(fo.clip_grad_norm(a, 1.0))
     assert np.array_equal(a, a0, equal_nan=True)
     # Inf norm: factor 0, finite entries become 0, infinite ones NaN (as in PyTorch).
-    for backend in ("cython", "numpy"):
+    for backend in ("compiled", "numpy"):
         b = np.arange(10, dtype=dtype)
         b[2] = np.inf
         assert fo.clip_grad_norm(b, 1.0, backend=backend) == math.inf
@@ -283,7 +283,7 @@ def _readonly():
 ])
 def test_refused_gradients_leave_all_unchanged(bad, exc, match):
     good = np.full(10, 5.0)
-    for backend in ("cython", "numpy"):
+    for backend in ("compiled", "numpy"):
         with pytest.raises(exc, match=match):
             fo.clip_grad_norm({"good": good, "bad": bad}, 1.0, backend=backend)
         assert np.array_equal(good, np.full(10, 5.0))

@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _dispatch, optimizers
+from fastoptim import _dispatch
 
-from conftest import HYPER, OPTIMIZERS, assert_same, target_params
+from conftest import HYPER, OPTIMIZERS, assert_same
 
 TARGETS = _dispatch.supported()
-
-
-@pytest.fixture(params=target_params())
-def target(request, monkeypatch):
-    """Run the optimizer classes on one CPU target's kernels."""
-    module = _dispatch.load(request.param)
-    monkeypatch.setattr(optimizers, "_kernels", module)
-    return module
 
 
 @pytest.fixture
@@ -266,7 +258,7 @@ def test_slot_plan_follows_every_change_of_state(parallel_everything):
     of.backend = "numpy"                       # the reference path changes slots itself
     fast["c"], ref["c"] = np.ones(9), np.ones(9)
     step(fast, ref)
-    of.backend = "cython"
+    of.backend = "compiled"
     step(fast, ref)
     snapshot = orf.state_dict()                # load state between calls
     of.load_state_dict(snapshot)

@@ -162,7 +162,7 @@ HYPER_CASES = [
     (fo.AdamW, {"weight_decay": -0.01}, r"Invalid weight_decay: -0\.01"),
     (fo.Adam, {"lr": float("inf")}, r"Invalid lr: inf \(must be finite\)"),
     (fo.Adam, {"num_threads": 0}, r"Invalid num_threads: 0 \(must be >= 1, or None"),
-    (fo.Adam, {"backend": "torch"}, r"Invalid backend: 'torch' \(must be 'cython' or 'numpy'\)"),
+    (fo.Adam, {"backend": "torch"}, r"Invalid backend: 'torch' \(must be 'compiled' or 'numpy'\)"),
 ]
 
 

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _dispatch, optimizers
 
-from conftest import HYPER, OPTIMIZERS, assert_same, assert_snapshot_equal, snapshot, target_params
-
-
-@pytest.fixture(params=target_params())
-def target(request, monkeypatch):
-    module = _dispatch.load(request.param)
-    monkeypatch.setattr(optimizers, "_kernels", module)
-    return module
+from conftest import HYPER, OPTIMIZERS, assert_same, assert_snapshot_equal, snapshot
 
 
 def model(rng):
@@ -35,7 +27,7 @@ BAD = [("W", (39, 29), np.nan), ("b", (0,), np.inf), ("V", (6, 10), -np.inf),
 
 @pytest.mark.parametrize("num_threads", [1, 2, 3])
 @pytest.mark.parametrize("low_threshold", [False, True])
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
 def test_nonfinite_step_is_skipped_whole(cls, backend, low_threshold, num_threads, target):
     old = target.set_parallel_thresholds(light=0, heavy=0) if low_threshold else None

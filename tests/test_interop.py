@@ -156,7 +156,7 @@ def reader(request, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 def test_update_through_dlpack_is_in_place_and_bit_identical(cls, dtype, backend, reader):
     ref_params, grads = make(dtype)
     params = {k: v.copy(order="K") for k, v in ref_params.items()}
@@ -186,7 +186,7 @@ def test_list_of_producers():
         assert_same(a, b)
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 def test_functional_with_producers(backend):
     p = np.linspace(-1, 1, 11, dtype=np.float32)
     g = np.full(11, 0.25, dtype=np.float32)
@@ -202,7 +202,7 @@ def test_functional_with_producers(backend):
         F.momentum(p, g, LegacyProducer(np.zeros_like(p)), backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 def test_clip_grad_norm_with_producers(backend):
     g = {"a": np.full(4, 3.0), "b": np.full(2, 4.0, dtype=np.float32)}
     ref = {k: v.copy() for k, v in g.items()}

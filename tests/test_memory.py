@@ -49,7 +49,7 @@ def buffers(opt):
     return {(k, n): b for k, st in opt.state.items() for n, b in st.items() if n != "step"}
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
 def test_state_is_allocated_once(cls, backend):
     params, grads = small_model()

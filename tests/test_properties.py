@@ -309,7 +309,7 @@ def test_functional_compiled_equals_reference(cls, data, thresholds):
     if cls in (fo.Adam, fo.AdamW):
         kwargs["step"] = step
     results = []
-    for backend in ("cython", "numpy"):
+    for backend in ("compiled", "numpy"):
         p = param.copy(order="K")
         bufs = [b.copy(order="K") for b in state]
         with np.errstate(all="ignore"):

@@ -10,7 +10,7 @@ import fastoptim as fo
 
 from conftest import DTYPES, OPTIMIZERS, assert_same
 
-BACKENDS = ["cython", "numpy"]
+BACKENDS = ["compiled", "numpy"]
 
 
 # Values chosen so that every operation is exact in binary floating point: the first

@@ -143,9 +143,9 @@ def test_every_optimizer_follows_its_schedule(opt_cls, which, dtype):
                 sched.step(float(i % 3)) if which == 3 else sched.step()
         return p, lrs
 
-    p_fast, lrs = run("cython")
+    p_fast, lrs = run("compiled")
     p_ref, lrs_ref = run("numpy")
-    p_hand, _ = run("cython", hand=lrs)
+    p_hand, _ = run("compiled", hand=lrs)
     assert lrs == lrs_ref and len(set(lrs)) > 1
     assert np.array_equal(p_fast, p_ref) and np.array_equal(p_fast, p_hand)
 

@@ -21,31 +21,21 @@ from . import _threading
 
 _threading.configure()
 
-from . import _clip, _dispatch, clip, functional, nn, reference, schedules  # noqa: E402
+from . import _clip, _dispatch, clip, functional, nn, reference, rules, schedules  # noqa: E402
 from ._dispatch import kernels as _kernels  # noqa: E402
 from ._threading import set_threading  # noqa: E402
 from ._typing import Config  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from .clip import clip_grad_norm, clip_grad_norm_reference  # noqa: E402
-from .optimizers import (  # noqa: E402
-    SGD,
-    AdaDelta,
-    AdaGrad,
-    Adam,
-    AdamW,
-    Momentum,
-    Nesterov,
-    Optimizer,
-    RMSprop,
-)
+from .optimizers import *  # noqa: E402,F403 -- one class per row of fastoptim.rules
+from .optimizers import __all__ as _optimizer_names  # noqa: E402
 
 _threading.finish()
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam",
-           "AdamW", "Optimizer", "functional", "reference", "schedules", "nn", "clip",
-           "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
-           "set_threading", "save", "load", "__version__"]
+__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "nn",
+           "clip", "clip_grad_norm", "clip_grad_norm_reference", "get_config",
+           "show_config", "set_threading", "save", "load", "__version__"]
 
 
 def get_config() -> Config:

@@ -105,7 +105,7 @@ def many_step(impl, count, size, threads):
         return torch.optim.Adam(ps, lr=1e-3, fused=True).step
     import fastoptim as fo
 
-    opt = fo.Adam(num_threads=threads, backend="cython" if impl == "fastoptim" else "numpy")
+    opt = fo.Adam(num_threads=threads, backend="compiled" if impl == "fastoptim" else "numpy")
     params = {f"p{i}": np.zeros(size, np.float32) for i in range(count)}
     grads = {k: np.full(size, 1e-3, np.float32) for k in params}
     return lambda: opt.update(params, grads)
@@ -174,7 +174,7 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, f
     for i, (rule, n) in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")
         calls = {
-            "fastoptim": fastoptim_step(rule, n, dtype, threads if fixed else None, "cython"),
+            "fastoptim": fastoptim_step(rule, n, dtype, threads if fixed else None, "compiled"),
             "reference": fastoptim_step(rule, n, dtype, threads, "numpy"),
             "roofline": roofline_step(rule, n, dtype, threads),
         }

@@ -1,10 +1,10 @@
-"""Shared machinery of the Python layer: hyper-parameter checks, step scalars, input
-validation and the dispatch to the compiled kernels or the NumPy reference.
+"""The checks of the Python layer: the arrays of an update (the messages users see for
+anything the compiled fast path does not take), the thread count, the backend name and
+the step; the hyper-parameter checks are the rule table's (``fastoptim.rules``).
 
 Nothing here changes an array until every array of the call has been checked.
 """
 
-import math
 import numbers
 
 import numpy as np
@@ -13,7 +13,7 @@ from . import _dlpack, reference, rules
 from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-BACKENDS = {"cython": _kernels, "numpy": reference}
+BACKENDS = {"compiled": _kernels, "numpy": reference}
 
 
 # ---------------------------------------------------------------------------------------
@@ -40,10 +40,41 @@ def check_num_threads(num_threads):
     return int(num_threads)
 
 
+BACKEND_NAMES = ("compiled", "numpy")
+
+
+def warn_external(message, category):
+    """warnings.warn at the first frame outside the fastoptim package (the caller's
+    line, however deep inside fastoptim the warning is raised)."""
+    import os
+    import sys
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.dirname(
+            os.path.abspath(frame.f_code.co_filename)).startswith(here):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def backend_name(backend):
+    """The backend's name, checked: "compiled" (the fused kernels) or "numpy" (the
+    reference); the old name "cython" means "compiled", with a DeprecationWarning."""
+    if backend == "cython":
+        warn_external('backend="cython" is deprecated: it is now called "compiled" '
+                      '(the default); "cython" will stop working in a later release',
+                      DeprecationWarning)
+        return "compiled"
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"Invalid backend: {backend!r} (must be 'compiled' or 'numpy')")
+    return backend
+
+
 def check_backend(backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"Invalid backend: {backend!r} (must be 'cython' or 'numpy')")
-    return BACKENDS[backend]
+    """The module of the backend's per-rule functions (the kernels or the reference)."""
+    return BACKENDS[backend_name(backend)]
 
 
 _CHECKS = {h.name: h.check for r in rules.RULES for h in r.hyper}
@@ -242,4 +273,4 @@ def check_state_buffer(name, buf, param, order):
                         f"with np.zeros_like(param)")
     if type(buf) is not np.ndarray:
         buf = buf.view(np.ndarray)
-    return buf.reshape(-1, order=order)
+    return buf

@@ -32,7 +32,7 @@ Params = Union[Mapping[Any, ArrayIn], Sequence[ArrayIn], FloatArray]
 Grads = Params
 
 #: The two implementations of every rule (bit-identical results).
-Backend = Literal["cython", "numpy"]
+Backend = Literal["compiled", "numpy", "cython"]
 
 #: What ``Optimizer.state_dict()`` returns: ``{"optimizer": str, "hyperparams": dict,
 #: "state": {key: {"step": int, <buffer name>: ndarray}}}``.

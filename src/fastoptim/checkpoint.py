@@ -60,16 +60,16 @@ import zipfile
 
 import numpy as np
 
-from . import _core
+from . import _core, optimizers, rules
 from ._version import __version__
-from .optimizers import SGD, AdaDelta, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
+from .optimizers import Optimizer
 
 __all__ = ["save", "load", "read_state_dict", "CheckpointError"]
 
 FORMAT = "fastoptim-checkpoint"
 VERSION = 1
-CLASSES = {c.__name__: c for c in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, AdaDelta,
-                                   Adam, AdamW)}
+# the registry: every class of the rule table, by the name a checkpoint stores
+CLASSES = {r.class_name: getattr(optimizers, r.class_name) for r in rules.RULES}
 _TMP_SUFFIX = ".fastoptim-tmp"
 _HEADER = "header"
 # fastoptim 0.x saved with ``np.savez(f, allow_pickle=False, **arrays)``; NumPy < 2.1 has no
@@ -350,7 +350,7 @@ def read_state_dict(path):
     return {"optimizer": header["optimizer"], "hyperparams": hyper, "state": state}
 
 
-def load(path, *, num_threads=None, backend="cython", skip_nonfinite=False):
+def load(path, *, num_threads=None, backend="compiled", skip_nonfinite=False):
     """Read a checkpoint written by :func:`save`: a new optimizer of the saved class, with
     its hyper-parameters and state.
 

@@ -139,7 +139,7 @@ def sum_of_squares_reference(flats):
 
 
 def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = False,
-                   num_threads: int | None = None, backend: Backend = "cython") -> float:
+                   num_threads: int | None = None, backend: Backend = "compiled") -> float:
     """Scale gradients in place so that their global L2 norm is at most ``max_norm``.
 
     Parameters
@@ -161,7 +161,7 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
     num_threads : int or None, default None
         Threads for the compiled passes; None uses OpenMP's current maximum. Small inputs
         run on one thread. The result is the same, bit for bit, for any thread count.
-    backend : {"cython", "numpy"}, default "cython"
+    backend : {"compiled", "numpy"}, default "compiled"
         "numpy" runs :func:`clip_grad_norm_reference` (same result, bit for bit).
 
     Returns
@@ -179,10 +179,11 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
     """
     max_norm = _check_max_norm(max_norm)
     nt = _core.check_num_threads(num_threads)
+    backend = _core.backend_name(backend)
     if backend == "numpy":
         summer = sum_of_squares_reference
         scaler = _scale_reference
-    elif backend == "cython":
+    else:
         paced = _threading.adaptive and nt == 0   # num_threads=None: the policy decides
 
         def summer(flats):
@@ -190,8 +191,6 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
 
         def scaler(flats, factor):
             _clip.scale(flats, factor, num_threads=nt, adaptive=paced)
-    else:
-        raise ValueError(f"Invalid backend: {backend!r} (must be 'cython' or 'numpy')")
     flats = _check_grads(grads)
     total_norm = math.sqrt(summer(flats))
     if error_if_nonfinite and not math.isfinite(total_norm):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 __all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get"]
 
@@ -180,7 +180,7 @@ class Rule:
     cost: str                    # "light" (a few multiply-adds per element) or "heavy"
                                  # (a square root and a division): the serial threshold
     stepped: bool = False        # the scalars depend on the step (bias correction)
-    base: Optional[str] = None   # the class this rule's class derives from
+    base: str | None = None      # the class this rule's class derives from
     notes: str = ""              # more of the class docstring (conventions, sources)
     torch: tuple = ()            # (torch.optim class, extra keywords): the equivalent
 

@@ -1,0 +1,126 @@
+# The per-element rules: all the math of fastoptim's kernels (see docs/rules.rst), in
+# the same order of operations as the NumPy reference functions of the same names in
+# fastoptim/reference.py, so that results are bit-identical.
+#
+# One function per rule of the rule table (fastoptim/rules.py), named _rule_<name>,
+# with the signature the generated dispatch (_dispatch.pxi.tp) calls:
+#
+#     _rule_<name>(floating* p, floating g, floating* <state>..., floating <scalar>...)
+#
+# one pointer per state buffer and one value per kernel scalar, in the table's order.
+# Each updates one element of the parameter and its state; the gradient is a value, so
+# the user's gradient array is never written.
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _decayed(floating g, floating p, floating wd) noexcept nogil:
+    # Coupled L2 weight decay, g + wd*p, in a register; the user's gradient is not touched.
+    if wd != 0:
+        return g + wd * p
+    return g
+
+
+cdef inline void _rule_sgd(floating* p, floating g, floating lr, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    g = _decayed(g, pi, wd)
+    p[0] = pi - lr * g
+
+
+cdef inline void _rule_momentum(floating* p, floating g, floating* v,
+                                floating lr, floating mu, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating vi
+    g = _decayed(g, pi, wd)
+    vi = mu * v[0] + lr * g
+    v[0] = vi
+    p[0] = pi - vi
+
+
+cdef inline void _rule_nesterov(floating* p, floating g, floating* v,
+                                floating lr, floating mu, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating vi
+    g = _decayed(g, pi, wd)
+    vi = mu * v[0] + lr * g
+    v[0] = vi
+    p[0] = pi - (mu * vi + lr * g)
+
+
+cdef inline void _rule_adagrad(floating* p, floating g, floating* s,
+                               floating lr, floating eps, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating si
+    g = _decayed(g, pi, wd)
+    si = s[0] + g * g
+    s[0] = si
+    p[0] = pi - lr * (g / (_sqrt(si) + eps))
+
+
+cdef inline void _rule_rmsprop(floating* p, floating g, floating* e,
+                               floating lr, floating alpha, floating one_minus_alpha,
+                               floating eps, floating wd) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating ei
+    g = _decayed(g, pi, wd)
+    ei = alpha * e[0] + one_minus_alpha * (g * g)
+    e[0] = ei
+    p[0] = pi - lr * (g / (_sqrt(ei) + eps))
+
+
+cdef inline void _rule_adadelta(floating* p, floating g, floating* sq, floating* acc,
+                                floating lr, floating rho, floating one_minus_rho,
+                                floating eps, floating wd) noexcept nogil:
+    # sqrt(S+eps)/sqrt(G+eps) computed as sqrt((S+eps)/(G+eps)): equal in exact
+    # arithmetic, one square root fewer per element.
+    cdef floating pi = p[0]
+    cdef floating ai = acc[0]
+    cdef floating gi, delta
+    g = _decayed(g, pi, wd)
+    gi = rho * sq[0] + one_minus_rho * (g * g)
+    delta = _sqrt((ai + eps) / (gi + eps)) * g
+    sq[0] = gi
+    acc[0] = rho * ai + one_minus_rho * (delta * delta)
+    p[0] = pi - lr * delta
+
+
+cdef inline void _adam_core(floating* p, floating g, floating* m, floating* v,
+                            floating decay_factor, floating beta1, floating one_minus_beta1,
+                            floating beta2, floating one_minus_beta2, floating eps_hat,
+                            floating wd, floating step_size) noexcept nogil:
+    # The Adam paper's efficient form (Kingma & Ba, sec. 2): with
+    # step_size = lr*sqrt(1-b2^t)/(1-b1^t) and eps_hat = eps*sqrt(1-b2^t),
+    # lr*m_hat/(sqrt(v_hat)+eps) == step_size*m/(sqrt(v)+eps_hat) exactly in real
+    # arithmetic; per element one square root and one division.
+    # decay_factor is 1 - lr*wd for AdamW (decoupled decay) and exactly 1 for Adam, where
+    # p * 1 == p bit for bit (NaN and -0.0 included); wd is coupled decay (Adam only).
+    cdef floating pi = p[0] * decay_factor
+    cdef floating mi, vi
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    m[0] = mi
+    v[0] = vi
+    p[0] = pi - step_size * (mi / (_sqrt(vi) + eps_hat))
+
+
+cdef inline void _rule_adam(floating* p, floating g, floating* m, floating* v,
+                            floating beta1, floating one_minus_beta1, floating beta2,
+                            floating one_minus_beta2, floating eps_hat, floating wd,
+                            floating step_size) noexcept nogil:
+    # Adam: no decoupled decay (a factor of exactly 1), coupled decay wd
+    _adam_core(p, g, m, v, <floating>1.0, beta1, one_minus_beta1, beta2, one_minus_beta2,
+               eps_hat, wd, step_size)
+
+
+cdef inline void _rule_adamw(floating* p, floating g, floating* m, floating* v,
+                             floating decay_factor, floating beta1, floating one_minus_beta1,
+                             floating beta2, floating one_minus_beta2, floating eps_hat,
+                             floating step_size) noexcept nogil:
+    # AdamW: decoupled decay p*(1 - lr*wd), no coupled decay term
+    _adam_core(p, g, m, v, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2,
+               eps_hat, <floating>0.0, step_size)

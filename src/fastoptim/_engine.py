@@ -1,0 +1,306 @@
+"""The engine: one transaction for every update -- the optimizer classes' and the
+functional API's -- over either implementation of the rules.
+
+The transaction, written once (:func:`step`):
+
+1. **validate**: every array of the call is checked before any is written. The fast path
+   (the compiled ``update_many``) checks them in C and either runs the whole step or
+   writes nothing and returns what it did not take (positions, missing step scalars);
+   the NumPy engine sends every position down the Python path. The Python path
+   (:func:`_prepare`, with the checks of ``fastoptim._core``) is the one place that
+   raises the errors users see; for what it accepts it gives base-class views of the
+   parameters, the gradients as arrays that share no memory with what is written
+   (copies where needed: a gradient is read as it was at the call), and state records;
+2. **guard**: with ``skip_nonfinite``, a gradient holding NaN or Inf skips the step
+   (nothing written, no step counted);
+3. **state**: new or re-laid-out state records are staged and stored only once the step
+   has run;
+4. **step**: one fused pass over memory (compiled) or the reference, array by array
+   (NumPy); each record's step count goes up by one.
+
+State records (the "slots" dict, key -> record) are the engine's own structure, which
+the optimizer classes hold but do not look inside: a record is a list ``[step, buffer,
+...]``, the step a 0-d int64 array (the number of steps taken; incremented in place),
+then the rule's state buffers (``rules.Rule.state``), each of the parameter's shape,
+dtype and memory order.
+
+Who owns the state decides one thing, and only one: an optimizer's records are its own,
+so a record whose memory order no longer fits its parameter is re-laid out (a copy); a
+caller's buffers (the functional API) are the caller's, so a misfit is an error. The
+aliasing policy is the same for both: a gradient that shares memory with anything
+written is copied first; state buffers that share memory with their parameter or with
+each other are refused; parameters that overlap each other run serially, in order,
+exactly as the reference does.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import _core, reference, rules
+from ._dispatch import kernels as _kernels
+
+
+def pairs(params, grads):
+    """[(key, param, grad)] from two dicts with the same keys or two equal-length
+    sequences (keys 0, 1, ...); raises the error for mismatched kinds, keys or lengths."""
+    if isinstance(params, np.ndarray) and isinstance(grads, (np.ndarray, np.generic)):
+        return [(0, params, grads)]
+    if isinstance(params, Mapping):
+        if not isinstance(grads, Mapping):
+            raise TypeError(f"params is a dict, so grads must be a dict with the same keys, "
+                            f"got {type(grads).__name__}")
+        missing = [k for k in params if k not in grads]
+        extra = [k for k in grads if k not in params]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"no gradient for parameter(s) {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"gradient(s) {', '.join(map(repr, extra))} have no parameter")
+            raise ValueError("params and grads must have the same keys: " + "; ".join(parts))
+        return [(k, params[k], grads[k]) for k in params]
+    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
+        if not isinstance(grads, Sequence) or isinstance(grads, (str, bytes)):
+            raise TypeError(f"params is a sequence, so grads must be a sequence of the same "
+                            f"length, got {type(grads).__name__}")
+        if len(params) != len(grads):
+            raise ValueError(f"params has {len(params)} arrays but grads has {len(grads)}; "
+                             f"pass one gradient per parameter, in the same order")
+        return [(i, p, g) for i, (p, g) in enumerate(zip(params, grads))]
+    raise TypeError(f"params must be a dict of arrays, a list/tuple of arrays or one array, "
+                    f"got {type(params).__name__}")
+
+
+def new_record(param, names, step=0):
+    """A state record for ``param``: ``step`` steps taken, zero buffers."""
+    return [np.array(step, dtype=np.int64)] + [np.zeros_like(param) for _ in names]
+
+
+# ---------------------------------------------------------------------------------------
+# Naming: how errors name the arrays of a call
+# ---------------------------------------------------------------------------------------
+
+class ClassNames:
+    """An optimizer's ``update(params, grads)``: arrays named by their key."""
+
+    owned = True
+
+    @staticmethod
+    def param(key):
+        return f"parameter {key!r}"
+
+    @staticmethod
+    def grad(key):
+        return f"gradient {key!r}"
+
+
+class FunctionalNames:
+    """A functional call: one parameter, its gradient and the caller's state buffers."""
+
+    owned = False
+
+    @staticmethod
+    def param(key):
+        return "param"
+
+    @staticmethod
+    def grad(key):
+        return "grad"
+
+
+def _fit_owned(key, record, p, order, names):
+    """An optimizer's record of ``key`` if it fits ``p``; a re-laid-out copy if only its
+    memory order differs (state is ours to copy); else a clear error."""
+    if type(record) is not list or len(record) != len(names) + 1:
+        raise RuntimeError(f"internal error: bad state record for {key!r}")
+    box = record[0]
+    if not (type(box) is np.ndarray and box.dtype == np.int64 and box.size == 1
+            and box.flags.writeable and box.flags.aligned):
+        raise RuntimeError(f"internal error: the step of {key!r} is not an int64 box")
+    fixed = None
+    for i, n in enumerate(names):
+        buf = record[i + 1]
+        if buf.shape != p.shape or buf.dtype != p.dtype:
+            raise ValueError(
+                f"optimizer state {n!r} of parameter {key!r} has shape {buf.shape} and "
+                f"dtype {buf.dtype}, but the parameter now has shape {p.shape} and dtype "
+                f"{p.dtype}; use a new optimizer (or load a matching state_dict) for "
+                f"changed parameters")
+        ok = (buf.flags.c_contiguous if order == "C" else buf.flags.f_contiguous) \
+            and buf.flags.aligned and buf.flags.writeable
+        if not ok:
+            if fixed is None:
+                fixed = list(record)
+            fixed[i + 1] = np.array(buf, order=order)
+    return record if fixed is None else fixed
+
+
+def _fit_callers(record, p, order, names):
+    """The caller's state buffers, checked (never copied: they are the caller's)."""
+    bufs = [_core.check_state_buffer(n, b, p, order) for n, b in zip(names, record[1:])]
+    return [record[0]] + bufs
+
+
+def _check_state_aliasing(names, bufs, p):
+    for i, a in enumerate(bufs):
+        if a.size and np.may_share_memory(a, p):
+            raise ValueError(f"{names[i]} shares memory with param; give each state "
+                             "buffer its own array (np.zeros_like(param))")
+        for j in range(i + 1, len(bufs)):
+            if a.size and np.may_share_memory(a, bufs[j]):
+                raise ValueError(f"{names[i]} and {names[j]} share memory; give each "
+                                 "state buffer its own array (np.zeros_like(param))")
+
+
+def _prepare(rule, params, grads, slots, positions, naming):
+    """The Python path for the positions the fast path did not take: raise the error for
+    bad input, else return (params, grads, staged): new containers (the caller's are
+    never changed) with base-class views and safe gradients at those positions, and the
+    records to store once the step has run (new, or re-laid out)."""
+    is_dict = isinstance(params, dict)
+    keys = list(params) if is_dict else range(len(params))
+    p2 = dict(params) if is_dict else list(params)
+    g2 = dict(grads) if is_dict else list(grads)
+    staged = {}
+    names = rule.state
+    for i in positions:
+        key = keys[i]
+        p, order = _core.check_param(naming.param(key), p2[key])
+        if naming.owned:
+            g = _core.check_grad(naming.grad(key), g2[key], p, order)
+            record = slots.get(key)
+            if record is None:
+                record = new_record(p, names)
+            else:
+                record = _fit_owned(key, record, p, order, names)
+            _check_state_aliasing(names, record[1:], p)
+        else:
+            record = _fit_callers(slots[key], p, order, names)
+            _check_state_aliasing(names, record[1:], p)
+            g = _core.check_grad(naming.grad(key), g2[key], p, order)
+        if record is not slots.get(key):
+            staged[key] = record
+        if g.size and any(np.may_share_memory(g, b) for b in record[1:]):
+            g = g.copy(order=order)  # the gradient as given, even inside a state buffer
+        p2[key] = p
+        g2[key] = g
+    return p2, g2, staged
+
+
+# ---------------------------------------------------------------------------------------
+# The two engines
+# ---------------------------------------------------------------------------------------
+
+class CompiledEngine:
+    """The fused, OpenMP-parallel kernels of the CPU target chosen at import."""
+
+    name = "compiled"
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def fast(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
+             pacer):
+        return self.kernels.update_many(rule.id, params, grads, slots, scalars, nt, cache,
+                                        plan, steps_out, skip, pacer)
+
+    run = fast  # after the Python path, the same call takes every array
+
+    def function(self, rule):
+        return getattr(self.kernels, rule.name)
+
+
+class NumpyEngine:
+    """The pure-NumPy reference (``fastoptim.reference``), array by array, in order."""
+
+    name = "numpy"
+
+    def fast(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
+             pacer):
+        return (list(range(len(params))), [])  # every array down the Python path
+
+    def run(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
+            pacer):
+        items = params.items() if isinstance(params, dict) else enumerate(params)
+        work = [(p, grads[key], slots[key]) for key, p in items]
+        if skip and not all(np.isfinite(g).all() for _, g, _ in work):
+            return False
+        kernel = getattr(reference, rule.name)
+        taken = []
+        for p, g, record in work:
+            order = "C" if p.flags.c_contiguous else "F"
+            step = int(record[0]) + 1
+            kernel(_core.flat_view(p, order), _core.flat_view(g, order),
+                   *[_core.flat_view(b, order) for b in record[1:]],
+                   **dict(zip(rule.scalar_names, scalars[step])))
+            record[0][()] = step
+            if step not in taken:
+                taken.append(step)
+        steps_out[:] = taken
+        return True
+
+    def function(self, rule):
+        return getattr(reference, rule.name)
+
+
+if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.RULES):
+    raise ImportError(
+        f"fastoptim's compiled kernels were built from another rule table (theirs: "
+        f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.RULES)}): "
+        f"a stale build; rebuild the package (pip install . again)")
+
+COMPILED = CompiledEngine(_kernels)
+NUMPY = NumpyEngine()
+ENGINES = {"compiled": COMPILED, "numpy": NUMPY}
+
+
+# ---------------------------------------------------------------------------------------
+# The transaction
+# ---------------------------------------------------------------------------------------
+
+def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
+         steps_out, skip=False, pacer=None, naming=ClassNames):
+    """One update of every parameter of ``params`` (a dict or a list/tuple, with
+    ``grads`` of the same kind and length) by ``rule``, through ``engine``.
+
+    ``slots`` (key -> record) is the state, changed only on success; ``scalars`` (step
+    -> kernel scalars) a cache the caller keeps, filled here from ``hyper`` for any step
+    it lacks. Returns True (applied) or False (skipped by the guard); raises, with
+    nothing written, for bad input.
+    """
+    args = (nt, cache, plan, steps_out, skip, pacer)
+    result = engine.fast(rule, params, grads, slots, scalars, *args)
+    if result is True or result is False:
+        return result
+    rejected, missing = result
+    if rejected is None:
+        pairs(params, grads)  # raises the error for the keys
+        raise RuntimeError("internal error: a key mismatch that pairs() accepts")
+    staged = {}
+    if rejected:
+        params, grads, staged = _prepare(rule, params, grads, slots, rejected, naming)
+    use = slots
+    if staged:
+        plan.clear()  # positions now map to records that are not (yet) in ``slots``
+        use = dict(slots)
+        use.update(staged)
+    # the scalars of every step about to be taken: those the fast path found missing,
+    # and those of the records it did not take
+    need = set(missing)
+    if rejected:
+        keys = list(params) if isinstance(params, dict) else None
+        for i in rejected:
+            need.add(int(use[keys[i] if keys is not None else i][0]) + 1)
+    for s in need:
+        if s not in scalars:
+            scalars[s] = rule.scalars(s, **hyper)
+    result = engine.run(rule, params, grads, use, scalars, *args)
+    if result is True:
+        if staged:
+            slots.update(staged)
+        return True
+    if result is False:
+        return False
+    plan.clear()
+    raise RuntimeError(f"internal error: the fast path refused prepared arrays ({result})")

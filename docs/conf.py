@@ -10,6 +10,7 @@ format); the rule table in ``rules.rst`` is generated from ``fastoptim.rules.RUL
 the small extension in ``_ext/rule_table.py``.
 """
 
+import doctest
 import os
 import sys
 
@@ -46,6 +47,8 @@ numpydoc_validation_checks = set()   # the docstrings are checked by tests, not 
 # Only explicit doctest directives run here; the ``>>>`` examples inside docstrings are
 # run by tests/test_docs.py (doctest.testmod, with their modules' globals).
 doctest_test_doctest_blocks = ""
+# messages are compared too (Sphinx's default flags ignore exception details)
+doctest_default_flags = doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1
 doctest_global_setup = """
 import numpy as np
 import fastoptim as fo

@@ -41,10 +41,10 @@ CASES = {
               lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1)),
 }
 
-# Tolerances. fastoptim applies each rule in torch.optim's order except where the README's
-# Conventions say otherwise (Adam/AdamW in the paper's efficient form, AdaDelta with one
-# square root, Momentum storing lr*g), and torch's vectorised kernels may order some
-# operations differently, so each step differs by a few units in the last place; ten steps
+# Tolerances. fastoptim applies each rule in torch.optim's order except where the
+# conventions of docs/rules.rst say otherwise (Adam/AdamW in the paper's efficient form,
+# AdaDelta with one square root, Momentum storing lr*g), and torch's vectorised kernels
+# may order some operations differently, so each step differs by a few units in the last place; ten steps
 # through a network whose gradients depend on the parameters carry that along. Measured
 # (torch 2.13, parameters of size 0.01-1): largest absolute difference 9e-8 in float32
 # and 1.4e-16 in float64, so the bounds below (|a - b| <= atol + rtol*|b|) leave a margin

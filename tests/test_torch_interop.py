@@ -44,8 +44,8 @@ CASES = {
 # Tolerances. fastoptim applies each rule in torch.optim's order except where the
 # conventions of docs/rules.rst say otherwise (Adam/AdamW in the paper's efficient form,
 # AdaDelta with one square root, Momentum storing lr*g), and torch's vectorised kernels
-# may order some operations differently, so each step differs by a few units in the last place; ten steps
-# through a network whose gradients depend on the parameters carry that along. Measured
+# may order some operations differently, so each step differs by a few units in the last
+# place; ten steps through a network whose gradients depend on the parameters carry that along. Measured
 # (torch 2.13, parameters of size 0.01-1): largest absolute difference 9e-8 in float32
 # and 1.4e-16 in float64, so the bounds below (|a - b| <= atol + rtol*|b|) leave a margin
 # of 10x (float32) and 70x (float64). A real mistake is far outside them: Nesterov

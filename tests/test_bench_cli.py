@@ -1,4 +1,4 @@
-"""`fastoptim bench` runs, prints its table, and its JSON has what the README quotes.
+"""`fastoptim bench` runs, prints its table, and its JSON has what docs/performance.rst quotes.
 (Smoke tests: tiny sizes, a tiny budget; no time is asserted.)"""
 
 import json

@@ -1,5 +1,5 @@
 """`fastoptim bench --e2e`: a tiny run (one small model, one epoch) has the table and the
-JSON the README quotes, its worker processes got the environments their rows name, and
+JSON docs/performance.rst quotes, its worker processes got the environments their rows name, and
 they exit -- after the run, and when their parent dies. Every wait has a timeout. No
 time is asserted; the invariants checked (an update is part of its epoch, the ratios are
 what the times give, every configuration ends bit-identical) hold on any machine."""

@@ -1,5 +1,5 @@
-"""Each rule against values worked out by hand from SPEC.md, the Nesterov look-ahead
-equivalence, and coupled vs decoupled weight decay."""
+"""Each rule against values worked out by hand from docs/rules.rst (the spec), the
+Nesterov look-ahead equivalence, and coupled vs decoupled weight decay."""
 
 import math
 
@@ -94,7 +94,7 @@ def test_adam_bias_correction_later_steps(backend):
 
 
 def test_nesterov_lookahead_equivalence():
-    """SPEC.md: running the lecture notes' look-ahead recurrence
+    """docs/rules.rst: running the lecture notes' look-ahead recurrence
         v_t = gamma*v_{t-1} + lr*grad(theta_{t-1} - gamma*v_{t-1});  theta_t = theta_{t-1} - v_t
     and fastoptim's rule on phi = theta - gamma*v side by side gives
     phi_t = theta_t - gamma*v_t (and the same v) at every step, on a quadratic."""
@@ -120,7 +120,7 @@ def test_nesterov_lookahead_equivalence():
 
 
 def test_nesterov_equals_sequel_form_and_not_the_early_book_form():
-    """SPEC.md: the table's rule equals p -= mu^2*v_old + (1+mu)*lr*g; the early book
+    """docs/rules.rst: the table's rule equals p -= mu^2*v_old + (1+mu)*lr*g; the early book
     class (v updated before use) gives p += mu^3*v_old - (1+mu+mu^2)*lr*g instead."""
     rng = np.random.default_rng(0)
     mu, lr = 0.9, 0.1

@@ -41,15 +41,15 @@ CASES = {
               lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1)),
 }
 
-# Tolerances. fastoptim applies each rule in torch.optim's order except where the README's
-# Conventions say otherwise (Adam/AdamW in the paper's efficient form, AdaDelta with one
-# square root, Momentum storing lr*g), and torch's vectorised kernels may order some
-# operations differently, so each step differs by a few units in the last place; ten steps
-# through a network whose gradients depend on the parameters carry that along. Measured
-# (torch 2.13, parameters of size 0.01-1): largest absolute difference 9e-8 in float32
-# and 1.4e-16 in float64, so the bounds below (|a - b| <= atol + rtol*|b|) leave a margin
-# of 10x (float32) and 70x (float64). A real mistake is far outside them: Nesterov
-# stepped as plain momentum differs by 5e-3, Adam with eps 1e-7 instead of 1e-8 by 4e-4.
+# Tolerances. fastoptim applies each rule in torch.optim's order except where the conventions of
+# docs/rules.rst say otherwise (Adam/AdamW in the paper's efficient form, AdaDelta with one square
+# root, Momentum storing lr*g), and torch's vectorised kernels may order some operations
+# differently, so each step differs by a few units in the last place; ten steps through a network
+# whose gradients depend on the parameters carry that along. Measured (torch 2.13, parameters of
+# size 0.01-1): largest absolute difference 9e-8 in float32 and 1.4e-16 in float64, so the bounds
+# below (|a - b| <= atol + rtol*|b|) leave a margin of 10x (float32) and 70x (float64). A real
+# mistake is far outside them: Nesterov stepped as plain momentum differs by 5e-3, Adam with eps
+# 1e-7 instead of 1e-8 by 4e-4.
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
 
 

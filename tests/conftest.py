@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _dispatch
+from fastoptim import _dispatch, rules
 from fastoptim._dispatch import kernels as _kernels
 
-OPTIMIZERS = [fo.SGD, fo.Momentum, fo.Nesterov, fo.AdaGrad, fo.RMSprop, fo.AdaDelta,
-              fo.Adam, fo.AdamW]
+# every optimizer class, from the rule table
+OPTIMIZERS = [getattr(fo, r.class_name) for r in rules.RULES]
 DTYPES = [np.float32, np.float64]
 
 # Non-default hyper-parameters per optimizer, so a wrong scalar cannot hide behind a
@@ -85,6 +85,15 @@ def target(request, monkeypatch):
     module = _dispatch.load(request.param)
     monkeypatch.setattr(_engine.COMPILED, "kernels", module)
     return module
+
+
+@pytest.fixture
+def parallel_everything(target):
+    """``target`` with both serial thresholds at 0: the parallel split runs on arrays of
+    any size."""
+    old = target.set_parallel_thresholds(light=0, heavy=0)
+    yield target
+    target.set_parallel_thresholds(**old)
 
 
 def forbidden_kernel_modules(modules, supported):

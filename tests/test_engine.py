@@ -13,85 +13,9 @@ import pytest
 import fastoptim as fo
 from fastoptim import _dispatch
 
-from conftest import HYPER, OPTIMIZERS, assert_same
+from conftest import assert_same
 
 TARGETS = _dispatch.supported()
-
-
-@pytest.fixture
-def parallel_everything(target):
-    old = target.set_parallel_thresholds(light=0, heavy=0)
-    yield target
-    target.set_parallel_thresholds(**old)
-
-
-def model(rng, dtypes=(np.float32, np.float64)):
-    """Arrays of awkward sizes (SIMD tails, 0-d, empty), both dtypes, C and F order."""
-    shapes = [(), (1,), (7,), (0,), (31, 33), (1031,), (5, 0), (17, 3, 5), (4099,)]
-    params = {}
-    for i, shape in enumerate(shapes):
-        a = rng.standard_normal(shape).astype(dtypes[i % len(dtypes)])
-        params[f"p{i}"] = np.asfortranarray(a) if i % 3 == 1 and a.ndim > 1 else a
-    return params
-
-
-def run_model(cls, params, grads_seq, **kw):
-    opt = cls(**HYPER[cls], **kw)
-    for grads in grads_seq:
-        opt.update(params, grads)
-    return opt
-
-
-@pytest.mark.parametrize("num_threads", [1, 2, 3])
-@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
-def test_every_target_matches_reference_across_arrays(cls, num_threads, parallel_everything):
-    rng = np.random.default_rng(0)
-    p_fast = model(rng)
-    p_ref = {k: v.copy(order="K") for k, v in p_fast.items()}
-    grads_seq = [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in p_fast.items()}
-                 for _ in range(10)]
-    of = run_model(cls, p_fast, grads_seq, num_threads=num_threads)
-    orf = run_model(cls, p_ref, grads_seq, backend="numpy")
-    for k in p_fast:
-        assert_same(p_fast[k], p_ref[k])
-        for n, b in of.state[k].items():
-            if n == "step":
-                assert b == orf.state[k]["step"] == 10
-            else:
-                assert_same(b, orf.state[k][n])
-
-
-@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
-def test_large_arrays_every_target(cls, target):
-    """Above the default thresholds: the real parallel split of the default build."""
-    rng = np.random.default_rng(1)
-    p = {"a": rng.standard_normal(70_001).astype(np.float32),
-         "b": rng.standard_normal((300, 101)),
-         "c": rng.standard_normal(5).astype(np.float32)}
-    q = {k: v.copy() for k, v in p.items()}
-    gs = [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in p.items()}
-          for _ in range(4)]
-    run_model(cls, p, gs)
-    run_model(cls, q, gs, backend="numpy")
-    for k in p:
-        assert_same(p[k], q[k])
-
-
-def test_steps_differ_within_one_call(parallel_everything):
-    """Parameters at different steps in one call get their own Adam bias corrections."""
-    rng = np.random.default_rng(2)
-    base = {f"w{i}": rng.standard_normal(100) for i in range(4)}
-    fast = {k: v.copy() for k, v in base.items()}
-    ref = {k: v.copy() for k, v in base.items()}
-    of, orf = fo.Adam(lr=0.1, num_threads=2), fo.Adam(lr=0.1, backend="numpy")
-    for i in range(4):  # parameter w{i} joins at call i: steps 4, 3, 2, 1 at the end
-        keys = [f"w{j}" for j in range(i + 1)]
-        g = {k: rng.standard_normal(100) for k in keys}
-        of.update({k: fast[k] for k in keys}, g)
-        orf.update({k: ref[k] for k in keys}, g)
-    assert [of.state[f"w{i}"]["step"] for i in range(4)] == [4, 3, 2, 1]
-    for k in base:
-        assert_same(fast[k], ref[k])
 
 
 @pytest.mark.parametrize("num_threads", [1, 2])

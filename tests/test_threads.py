@@ -33,7 +33,7 @@ def test_threadpool_limits_one(user_api):
         assert _clip._effective_threads(BIG, 0) == 1
         # an explicit num_threads is the optimizer's own choice and is kept
         assert _kernels._effective_threads(BIG, 2, True) == 2
-        # and updates still run (bit-identical whatever the count; see test_equivalence)
+        # and updates still run (bit-identical whatever the count; see tests/parity/test_cases.py)
         p, q = np.zeros(100_000, np.float32), np.zeros(100_000, np.float32)
         g = np.linspace(-1, 1, p.size, dtype=np.float32)
         fo.Adam(lr=0.1).update([p], [g])

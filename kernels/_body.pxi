@@ -77,9 +77,9 @@ include "_pacer.pxi"
 
 # Below these sizes (per update call, in float32 elements: a float64 element counts as
 # two) a step runs on one thread: entering an OpenMP region costs about a microsecond
-# with warm threads, more than a short loop. "light" rules (SGD, Momentum, Nesterov) do
-# a few multiply-adds per element, "heavy" ones a square root and a division. Measured
-# with bench/threshold.py (see README).
+# with warm threads, more than a short loop. "light" rules (cost "light" in the rule
+# table) do a few multiply-adds per element, "heavy" ones a square root and a division.
+# Measured with bench/threshold.py (see docs/performance.rst).
 cdef Py_ssize_t _threshold_light = 32768
 cdef Py_ssize_t _threshold_heavy = 8192
 
@@ -711,8 +711,8 @@ def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
 
 # ---------------------------------------------------------------------------------------
 # The streaming roofline (for fastoptim bench): the memory traffic of a rule with none of
-# its arithmetic -- k buffers updated in place from one read-only buffer, so k = 1, 2, 3
-# moves the bytes of SGD; Momentum/Nesterov/AdaGrad/RMSprop; AdaDelta/Adam/AdamW.
+# its arithmetic -- k buffers updated in place from one read-only buffer, so k moves the
+# bytes of a rule with k - 1 state buffers (rules.Rule.state_bytes).
 # ---------------------------------------------------------------------------------------
 
 cdef void _stream_range(floating* a, floating* b, floating* c, const floating* r,

@@ -200,10 +200,11 @@ class CompiledEngine:
     def __init__(self, kernels):
         self.kernels = kernels
 
-    def fast(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
-             pacer):
-        return self.kernels.update_many(rule.id, params, grads, slots, scalars, nt, cache,
-                                        plan, steps_out, skip, pacer)
+    @property
+    def fast(self):
+        """update_many(rule id, params, grads, slots, scalars, num_threads, cache, plan,
+        steps_out, skip_nonfinite, pacer): the whole step, or what it did not take."""
+        return self.kernels.update_many
 
     run = fast  # after the Python path, the same call takes every array
 
@@ -216,12 +217,13 @@ class NumpyEngine:
 
     name = "numpy"
 
-    def fast(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
-             pacer):
+    def fast(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out,
+             skip, pacer):
         return (list(range(len(params))), [])  # every array down the Python path
 
-    def run(self, rule, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
+    def run(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
             pacer):
+        rule = rules.RULES[rule_id]
         items = params.items() if isinstance(params, dict) else enumerate(params)
         work = [(p, grads[key], slots[key]) for key, p in items]
         if skip and not all(np.isfinite(g).all() for _, g, _ in work):
@@ -267,13 +269,22 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
     ``slots`` (key -> record) is the state, changed only on success; ``scalars`` (step
     -> kernel scalars) a cache the caller keeps, filled here from ``hyper`` for any step
     it lacks. Returns True (applied) or False (skipped by the guard); raises, with
-    nothing written, for bad input.
+    nothing written, for bad input. (The optimizer classes make the first call,
+    ``engine.fast``, themselves and come to :func:`finish` only when it returns what it
+    did not take: the same transaction, one Python call less per update.)
     """
     args = (nt, cache, plan, steps_out, skip, pacer)
-    result = engine.fast(rule, params, grads, slots, scalars, *args)
+    result = engine.fast(rule.id, params, grads, slots, scalars, *args)
     if result is True or result is False:
         return result
+    return finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming)
+
+
+def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming):
+    """The rest of :func:`step` after ``engine.fast`` returned ``result``, a pair
+    (rejected positions or None, missing steps)."""
     rejected, missing = result
+    plan = args[2]
     if rejected is None:
         pairs(params, grads)  # raises the error for the keys
         raise RuntimeError("internal error: a key mismatch that pairs() accepts")
@@ -295,7 +306,7 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
     for s in need:
         if s not in scalars:
             scalars[s] = rule.scalars(s, **hyper)
-    result = engine.run(rule, params, grads, use, scalars, *args)
+    result = engine.run(rule.id, params, grads, use, scalars, *args)
     if result is True:
         if staged:
             slots.update(staged)

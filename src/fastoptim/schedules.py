@@ -17,13 +17,13 @@ is up to you. ``base_lr`` is the optimizer's ``lr`` when the schedule is created
 =====================  ==================================================================
 
 What a changing ``lr`` means for the optimizers' state: every rule reads ``lr`` at each
-update, so the new value applies from the next ``update``. Momentum and Nesterov store
-the *step* ``v <- momentum*v + lr*g``, not a gradient sum, so the velocity keeps the
-steps already taken at the learning rate they were taken with, and only the new gradient
-is scaled by the new ``lr`` (PyTorch's ``buf <- momentum*buf + g; p -= lr*buf`` instead
-rescales the whole history by the new ``lr``). Adam's and RMSprop's moments do not
-contain ``lr`` at all. AdaDelta's ``lr`` multiplies its step ``delta``, which is not
-stored scaled.
+update, so the new value applies from the next ``update``. No state buffer holds a
+gradient sum scaled by ``lr``: a momentum velocity stores the *step*
+``v <- momentum*v + lr*g``, so it keeps the steps already taken at the learning rate they
+were taken with, and only the new gradient is scaled by the new ``lr`` (PyTorch's
+``buf <- momentum*buf + g; p -= lr*buf`` instead rescales the whole history by the new
+``lr``); the adaptive rules' moments and averages do not contain ``lr`` at all (see each
+rule's formula in ``fastoptim.rules`` and docs/rules.rst).
 
 >>> import fastoptim as fo
 >>> opt = fo.SGD(lr=0.1)

@@ -1,6 +1,6 @@
 """pytest-benchmark: one epoch of a training loop, the way a NumPy user trains.
 
-One round = one epoch of ``fastoptim.nn.MLP`` (ReLU, softmax cross-entropy, float32)
+One round = one epoch of ``fastoptim.demo.nn.MLP`` (ReLU, softmax cross-entropy, float32)
 with Adam (lr 1e-3) over 4096 synthetic rows in mini-batches of 64: per batch the
 gradient (forward + backward, NumPy matrix products) and one ``update``. Models
 64-100-10 (the demo's), 784-256-10 and 784-1024-1024-10, each with NumPy's BLAS at its
@@ -29,7 +29,6 @@ from contextlib import nullcontext
 
 import pytest
 
-from fastoptim import nn
 from fastoptim._bench import (
     E2E_MODELS,
     e2e_data,
@@ -37,6 +36,7 @@ from fastoptim._bench import (
     parse_model,
     train_epoch,
 )
+from fastoptim.demo import nn
 
 SAMPLES = 4096
 SMOKE_SAMPLES = 256          # with --benchmark-disable: each test runs one epoch

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _bench, cli, nn
+from fastoptim import _bench, cli
+from fastoptim.demo import nn
 
 TINY = ["--e2e", "--models", "8-16-4", "--epochs", "1", "--samples", "96",
         "--batch-size", "32", "--settle", "0", "--timeout", "60"]

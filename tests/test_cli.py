@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import cli, datasets
+from fastoptim import cli
+from fastoptim.demo import datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
@@ -234,8 +235,8 @@ def _env():
 
 
 def test_core_import_is_numpy_only():
-    code = ("import sys, fastoptim, fastoptim.nn, fastoptim.schedules, fastoptim.clip, "
-            "fastoptim.datasets, fastoptim.cli; "
+    code = ("import sys, fastoptim, fastoptim.demo.nn, fastoptim.schedules, fastoptim.clip, "
+            "fastoptim.demo.datasets, fastoptim.cli; "
             "print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm', 'scipy') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

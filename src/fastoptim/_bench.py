@@ -14,7 +14,7 @@ Bytes per element (float32; float64 doubles them): SGD 12; Momentum, Nesterov, A
 RMSprop 20; AdaDelta, Adam, AdamW 28.
 
 ``fastoptim bench --e2e`` measures the training loop instead (see ``run_e2e``): epochs of
-``fastoptim.nn.MLP`` with Adam, the wall time of forward, backward and ``update``
+``fastoptim.demo.nn.MLP`` with Adam, the wall time of forward, backward and ``update``
 together, with the NumPy reference, fastoptim's default, ``num_threads=1`` and the
 default under ``OMP_WAIT_POLICY=passive``, each with NumPy's BLAS at its default thread
 count and at one thread.
@@ -423,7 +423,7 @@ def _e2e_worker():
     name}`` runs one epoch and answers its times; ``{"digest": i}`` answers a hash of
     every config's parameters. It exits when stdin closes (the parent finished or died).
     """
-    from . import nn
+    from .demo import nn
 
     spec = json.loads(sys.stdin.readline())
     out = sys.stdout
@@ -742,7 +742,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e2e = ap.add_argument_group(
         "end to end (--e2e)",
-        "Train fastoptim.nn.MLP with Adam on synthetic data and time whole epochs "
+        "Train fastoptim.demo.nn.MLP with Adam on synthetic data and time whole epochs "
         "(forward + backward + update): the NumPy reference, fastoptim's default, "
         "num_threads=1 and the default under OMP_WAIT_POLICY=passive, each with NumPy's "
         "BLAS at its default and at 1 thread, in worker processes (one per environment), "

@@ -131,7 +131,7 @@ DEMO_SETUPS = {
 def _load_demo_data(name, seed, test_fraction):
     """(x_train, t_train, x_test, t_test, info) with standardised inputs (and, for the
     regression, standardised targets; info['y_std'] converts back to price units)."""
-    from . import datasets
+    from .demo import datasets
 
     rng = np.random.default_rng(seed)
     if name == "digits":
@@ -196,8 +196,8 @@ def run_demo(args):
     _require("demo", *need)
     from tqdm import tqdm
 
-    from . import nn
     from ._bench import PlainReference, train_epoch
+    from .demo import nn
 
     names = _optimizer_list(args.optimizers, OPTIMIZER_NAMES)
     epochs = args.epochs or setup["epochs"]
@@ -576,10 +576,10 @@ def build_parser():
 
     demo = sub.add_parser(
         "demo", help="train an MLP with every optimizer; table, loss curves (PNG, CSV)",
-        description="Train a NumPy MLP (fastoptim.nn) with each optimizer from the same "
-                    "initial weights on the same mini-batches, next to the same loop with "
-                    "the NumPy reference optimizer (epochs alternating); print final loss, "
-                    "accuracy, epoch time and the time in the optimizer for both, and "
+        description="Train a NumPy MLP (fastoptim.demo.nn) with each optimizer from the "
+                    "same initial weights on the same mini-batches, next to the same loop "
+                    "with the NumPy reference optimizer (epochs alternating); print final "
+                    "loss, accuracy, epoch time and the time in the optimizer for both, and "
                     "which part of the epoch dominates; write <out>/loss_curves.png and "
                     "<out>/loss_curves.csv.")
     demo.add_argument("--dataset", choices=sorted(DEMO_SETUPS), default="digits",

@@ -7,7 +7,7 @@ old version installed and the Python of one with the new, e.g.
         --python .venv/bin/python --models 64-100-10,784-256-10,784-1024-1024-10
 
 For every model and BLAS setting (NumPy's default threads, and one thread through
-threadpoolctl), each installation runs one process that trains an MLP (fastoptim.nn,
+threadpoolctl), each installation runs one process that trains an MLP (fastoptim.demo.nn,
 ReLU, softmax cross-entropy, float32, Adam lr=1e-3, mini-batches of 64 over synthetic
 data) with each optimizer setting, epochs interleaved: the NumPy reference
 (``backend="numpy"``), the default, ``num_threads=1``; and one more process with
@@ -29,7 +29,10 @@ WORKER = r"""
 import contextlib, json, sys, time
 import numpy as np
 import fastoptim as fo
-from fastoptim import nn
+try:
+    from fastoptim.demo import nn      # older versions: fastoptim.nn only
+except ImportError:
+    from fastoptim import nn
 sizes, modes, blas1, epochs, rows = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 x = rng.standard_normal((rows, sizes[0])).astype(np.float32)

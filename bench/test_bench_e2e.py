@@ -1,6 +1,6 @@
 """pytest-benchmark: one epoch of a training loop, the way a NumPy user trains.
 
-One round = one epoch of ``fastoptim.nn.MLP`` (ReLU, softmax cross-entropy, float32)
+One round = one epoch of ``fastoptim.demo.nn.MLP`` (ReLU, softmax cross-entropy, float32)
 with Adam (lr 1e-3) over 4096 synthetic rows in mini-batches of 64: per batch the
 gradient (forward + backward, NumPy matrix products) and one ``update``. Models
 64-100-10 (the demo's), 784-256-10 and 784-1024-1024-10, each with NumPy's BLAS at its
@@ -8,7 +8,7 @@ default thread count and at one thread (``threadpoolctl.threadpool_limits(limits
 user_api="blas")``), each group holding:
 
 * ``reference``: the NumPy reference -- ``fastoptim.reference.adam`` called directly on
-  each parameter with the step's scalars (``fastoptim._bench.PlainReference``): what a
+  each parameter with the step's scalars (``fastoptim.demo.loop.PlainReference``): what a
   plain NumPy optimizer costs, none of fastoptim's argument checks charged to it;
 * ``fastoptim``: ``fo.Adam()``, the installed default threading;
 * ``serial``: ``fo.Adam(num_threads=1)``.
@@ -29,14 +29,9 @@ from contextlib import nullcontext
 
 import pytest
 
-from fastoptim import nn
-from fastoptim._bench import (
-    E2E_MODELS,
-    e2e_data,
-    e2e_optimizer,
-    parse_model,
-    train_epoch,
-)
+from fastoptim.demo import nn
+from fastoptim.demo.e2e import E2E_MODELS, e2e_data, e2e_optimizer, parse_model
+from fastoptim.demo.loop import train_epoch
 
 SAMPLES = 4096
 SMOKE_SAMPLES = 256          # with --benchmark-disable: each test runs one epoch

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _bench, cli, nn
+from fastoptim import cli
+from fastoptim.demo import e2e, loop, nn
 
 TINY = ["--e2e", "--models", "8-16-4", "--epochs", "1", "--samples", "96",
         "--batch-size", "32", "--settle", "0", "--timeout", "60"]
@@ -55,17 +56,17 @@ def test_e2e_json(capsys):
     assert cli.main(["bench", *TINY, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "e2e" and result["models"] == ["8-16-4"]
-    assert result["configs"] == list(_bench.E2E_CONFIGS)
+    assert result["configs"] == list(e2e.E2E_CONFIGS)
     rows = result["rows"]
     assert [(r["blas"], r["config"]) for r in rows] == [
-        (b, c) for b in _bench.E2E_BLAS for c in _bench.E2E_CONFIGS]
+        (b, c) for b in e2e.E2E_BLAS for c in e2e.E2E_CONFIGS]
     for r in rows:
         assert r["sizes"] == [8, 16, 4] and len(r["epochs_s"]) == 1
         assert 0 < r["update_s"] < r["epoch_s"]          # the update is part of the epoch
         assert r["update_share"] == r["update_s"] / r["epoch_s"]
         assert np.isfinite(r["final_loss"])
         assert r["same_trajectory"] is True
-    for b in _bench.E2E_BLAS:
+    for b in e2e.E2E_BLAS:
         group = {r["config"]: r for r in rows if r["blas"] == b}
         for r in group.values():
             assert r["speedup_vs_reference"] == group["reference"]["epoch_s"] / r["epoch_s"]
@@ -116,14 +117,14 @@ def test_e2e_rejects_bad_arguments(argv, message, capsys):
 
 def test_run_e2e_rejects_unknown_configs():
     with pytest.raises(ValueError, match="unknown e2e config"):
-        _bench.run_e2e(["8-4"], configs=["reference", "torch"])
+        e2e.run_e2e(["8-4"], configs=["reference", "torch"])
     with pytest.raises(ValueError, match="unknown BLAS setting"):
-        _bench.run_e2e(["8-4"], blas=["2"])
+        e2e.run_e2e(["8-4"], blas=["2"])
 
 
 def test_worker_answer_times_out_and_close_ends_it():
-    w = _bench._Worker({}, {"models": ["8-4"], "samples": 16, "batch_size": 8, "seed": 0,
-                            "configs": ["serial"]})
+    w = e2e._Worker({}, {"models": ["8-4"], "samples": 16, "batch_size": 8, "seed": 0,
+                         "configs": ["serial"]})
     try:
         # a fresh worker cannot answer within 1 ms (it is still starting Python)
         with pytest.raises(TimeoutError, match="did not answer within"):
@@ -137,8 +138,8 @@ def test_worker_answer_times_out_and_close_ends_it():
 
 
 def test_worker_error_is_reported():
-    w = _bench._Worker({}, {"models": ["8-4"], "samples": 16, "batch_size": 8, "seed": 0,
-                            "configs": ["lion"]})
+    w = e2e._Worker({}, {"models": ["8-4"], "samples": 16, "batch_size": 8, "seed": 0,
+                         "configs": ["lion"]})
     try:
         with pytest.raises(RuntimeError, match="unknown e2e config 'lion'"):
             w.receive(60)
@@ -148,10 +149,10 @@ def test_worker_error_is_reported():
 
 PARENT = textwrap.dedent("""
     import sys
-    from fastoptim import _bench
+    from fastoptim.demo import e2e
     spec = {"models": [sys.argv[1]], "samples": int(sys.argv[2]), "batch_size": 64,
             "seed": 0, "configs": ["reference"]}
-    w = _bench._Worker({"OPENBLAS_NUM_THREADS": "1"}, spec)   # steadier on a busy machine
+    w = e2e._Worker({"OPENBLAS_NUM_THREADS": "1"}, spec)   # steadier on a busy machine
     w.receive(60)
     print(w.proc.pid, flush=True)
     if sys.argv[3] == "busy":
@@ -189,7 +190,7 @@ def test_plain_reference_is_bit_identical_to_every_optimizer():
         cls = getattr(fo, name)
         for dtype in (np.float32, np.float64):
             hyper = {"weight_decay": 0.01} if name != "AdaDelta" else {"lr": 0.5}
-            opt, ref = cls(**hyper), _bench.PlainReference(cls(**hyper))
+            opt, ref = cls(**hyper), loop.PlainReference(cls(**hyper))
             p = {"W": rng.standard_normal((5, 7)).astype(dtype),
                  "b": rng.standard_normal(7).astype(dtype)}
             q = {k: v.copy() for k, v in p.items()}
@@ -204,8 +205,8 @@ def test_plain_reference_is_bit_identical_to_every_optimizer():
 
 
 def test_train_epoch_times_one_pass():
-    sizes = _bench.parse_model("6-5-3")
-    batches = _bench.e2e_data(sizes, 50, 16)
+    sizes = e2e.parse_model("6-5-3")
+    batches = e2e.e2e_data(sizes, 50, 16)
     assert [len(x) for x, _ in batches] == [16, 16, 16, 2]
     assert all(x.dtype == np.float32 and x.shape[1] == 6 and t.max() < 3
                for x, t in batches)
@@ -216,5 +217,5 @@ def test_train_epoch_times_one_pass():
         def update(self, params, grads):
             calls.append(sorted(grads))
             assert params is net.params
-    epoch_s, update_s = _bench.train_epoch(net, Counting(), batches)
+    epoch_s, update_s = loop.train_epoch(net, Counting(), batches)
     assert calls == [sorted(net.params)] * 4 and 0 < update_s < epoch_s

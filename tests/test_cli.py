@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import cli, datasets
+from fastoptim import cli
+from fastoptim.demo import datasets, loop, paths, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
@@ -70,27 +71,25 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
 
 
 def test_demo_dominance_line():
-    assert cli._dominance(1.0, 0.2, 2.0, 1.2).startswith(
+    assert train._dominance(1.0, 0.2, 2.0, 1.2).startswith(
         "backprop dominates: updates are 20% of fastoptim's epoch time, forward and "
         "backward passes (matrix products) the other 80%")
     assert "(with the NumPy reference, updates are 60% of its epoch)" in \
-        cli._dominance(1.0, 0.2, 2.0, 1.2)
-    assert cli._dominance(1.0, 0.7, 3.0, 2.8).startswith("updates dominate: updates are 70%")
+        train._dominance(1.0, 0.2, 2.0, 1.2)
+    assert train._dominance(1.0, 0.7, 3.0, 2.8).startswith("updates dominate: updates are 70%")
 
 
 def test_demo_trains_two_identical_nets_in_the_same_loop(tmp_path, capsys, monkeypatch):
     """fastoptim's optimizer and the reference each run whole epochs of their own net
     (gradient + update), alternating; the epoch time is not a replay of updates."""
-    from fastoptim import _bench
-
     seen = []
-    real = _bench.train_epoch
+    real = loop.train_epoch
 
     def spy(net, opt, batches):
         seen.append(type(opt).__name__)
         return real(net, opt, batches)
 
-    monkeypatch.setattr(_bench, "train_epoch", spy)
+    monkeypatch.setattr(loop, "train_epoch", spy)
     assert cli.main(["demo", "--epochs", "3", "--optimizers", "adam", "--no-progress",
                      "--out", str(tmp_path)]) == 0
     assert seen == ["Adam", "PlainReference", "PlainReference", "Adam", "Adam",
@@ -139,7 +138,7 @@ def test_paths(tmp_path, capsys):
     functions = ["book", "saddle", "beale", "rosenbrock"]
     assert [(r["function"], r["optimizer"], int(r["step"])) for r in rows] == [
         (f, n, s) for f in functions for n in seven for s in range(6)]
-    starts = {f: cli.PATH_FUNCTIONS[f]["start"] for f in functions}
+    starts = {f: paths.PATH_FUNCTIONS[f]["start"] for f in functions}
     for r in rows:
         if r["step"] == "0":
             assert (float(r["x"]), float(r["y"])) == starts[r["function"]]
@@ -151,8 +150,8 @@ def test_paths(tmp_path, capsys):
 
 def test_paths_use_the_real_optimizers():
     # The book's example: x**2/20 + y**2 from (-7, 2), here with AdamW's class.
-    path = cli.optimizer_path("AdamW", "book", steps=4)
-    opt = fo.AdamW(**cli.PATH_FUNCTIONS["book"]["hyper"]["AdamW"])
+    path = paths.optimizer_path("AdamW", "book", steps=4)
+    opt = fo.AdamW(**settings.hyper("paths/book", "AdamW"))
     p = np.array([-7.0, 2.0])
     expected = [p.copy()]
     for _ in range(4):
@@ -161,9 +160,9 @@ def test_paths_use_the_real_optimizers():
     assert np.array_equal(path, np.array(expected))
 
 
-@pytest.mark.parametrize("name", list(cli.PATH_FUNCTIONS))
+@pytest.mark.parametrize("name", list(paths.PATH_FUNCTIONS))
 def test_path_gradients_are_the_derivatives(name):
-    fn = cli.PATH_FUNCTIONS[name]["fn"]
+    fn = paths.PATH_FUNCTIONS[name]["fn"]
     rng = np.random.default_rng(0)
     for _ in range(5):
         p = rng.uniform(-1.5, 1.5, 2)
@@ -172,17 +171,17 @@ def test_path_gradients_are_the_derivatives(name):
         num = [(fn(p + h * e)[0] - fn(p - h * e)[0]) / (2 * h) for e in np.eye(2)]
         np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-6)
     # the minimum (or the saddle point) has a zero gradient
-    assert np.allclose(fn(np.array(cli.PATH_FUNCTIONS[name]["target"]))[1], 0)
+    assert np.allclose(fn(np.array(paths.PATH_FUNCTIONS[name]["target"]))[1], 0)
 
 
 def test_default_paths_end_near_the_minimum():
     # With the chosen learning rates every optimizer gets closer to the minimum than
     # its start on the three functions that have one.
     for f in ("book", "rosenbrock", "beale"):
-        spec = cli.PATH_FUNCTIONS[f]
+        spec = paths.PATH_FUNCTIONS[f]
         f0 = spec["fn"](np.array(spec["start"]))[0]
-        for name in cli.SEVEN:
-            assert spec["fn"](cli.optimizer_path(name, f)[-1])[0] < f0 / 10, (f, name)
+        for name in settings.path_names():
+            assert spec["fn"](paths.optimizer_path(name, f)[-1])[0] < f0 / 10, (f, name)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -234,8 +233,9 @@ def _env():
 
 
 def test_core_import_is_numpy_only():
-    code = ("import sys, fastoptim, fastoptim.nn, fastoptim.schedules, fastoptim.clip, "
-            "fastoptim.datasets, fastoptim.cli; "
+    code = ("import sys, fastoptim, fastoptim.demo.nn, fastoptim.schedules, fastoptim.clip, "
+            "fastoptim.demo.datasets, fastoptim.demo.train, fastoptim.demo.paths, "
+            "fastoptim.demo.e2e, fastoptim.cli; "
             "print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm', 'scipy') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

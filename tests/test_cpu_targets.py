@@ -20,7 +20,9 @@ HERE = Path(__file__).resolve().parent
 # config), then prints the kernel modules loaded and what get_config reports.
 USE_EVERYTHING = """
 import sys, numpy as np, fastoptim as fo
-import fastoptim.cli, fastoptim._bench, fastoptim.checkpoint, fastoptim.datasets
+import fastoptim.cli, fastoptim._bench, fastoptim.checkpoint
+import fastoptim.demo.nn, fastoptim.demo.datasets, fastoptim.demo.train
+import fastoptim.demo.paths, fastoptim.demo.e2e
 p = {"w": np.ones(100_000, np.float32), "b": np.ones(7)}
 g = {"w": np.full(100_000, 1e-3, np.float32), "b": np.full(7, 1e-3)}
 fo.Adam(skip_nonfinite=True).update(p, g)

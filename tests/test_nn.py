@@ -1,11 +1,11 @@
-"""fastoptim.nn: every layer and loss against numerical differentiation (central
+"""fastoptim.demo.nn: every layer and loss against numerical differentiation (central
 differences in float64), parameters shared with the optimizer, train/eval modes."""
 
 import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import nn
+from fastoptim.demo import nn
 
 # Central differences with step H in float64: truncation ~H**2 * f''' and rounding
 # ~1e-16 * |f| / H, both far below these tolerances for the O(1) values used here.

@@ -88,9 +88,13 @@ w = set(zipfile.ZipFile(wheel).namelist())
 for mod in ("_kernels_baseline", "_clip"):
     assert f"fastoptim/{mod}.pyi" in w and any(n.startswith(f"fastoptim/{mod}.") and n.endswith(".so") for n in w), mod
 assert "fastoptim/py.typed" in w
+# the subpackages (package discovery finds them: each has an __init__.py)
+for pkg in ("cli", "demo"):
+    assert f"fastoptim/{pkg}/__init__.py" in w and f"src/fastoptim/{pkg}/__init__.py" in s, pkg
 print(f"sdist: {len(s)} files, has LICENSE, the .pyx/.pxi sources, stubs and py.typed, no "
       f"generated C, and every file the README links to ({', '.join(sorted(local))})")
-print(f"wheel: {len(w)} files, has the compiled modules, their .pyi stubs and py.typed")
+print(f"wheel: {len(w)} files, has the compiled modules, their .pyi stubs, py.typed and "
+      f"the subpackages fastoptim.cli and fastoptim.demo")
 EOF
 
 # the license: License-File in the wheel's METADATA, and the file itself in its dist-info

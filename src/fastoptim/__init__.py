@@ -12,8 +12,12 @@ True
 Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
 pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``
 (:func:`clip_grad_norm` and its reference), ``fastoptim.schedules`` (learning-rate
-schedules), ``fastoptim.nn`` (a small NumPy network toolkit).
+schedules). The training toolkit and the demos live apart, in ``fastoptim.demo``
+(``fastoptim.demo.nn``, ``fastoptim.demo.datasets``), which ``import fastoptim`` does not
+import.
 """
+
+from typing import TYPE_CHECKING
 
 # The threading policy sets the OpenMP runtime's wait behaviour for its loading, so it
 # runs before any compiled module (each of which loads the runtime) is imported.
@@ -21,7 +25,7 @@ from . import _threading
 
 _threading.configure()
 
-from . import _clip, _dispatch, clip, functional, nn, reference, rules, schedules  # noqa: E402
+from . import _clip, _dispatch, clip, functional, reference, rules, schedules  # noqa: E402
 from ._dispatch import kernels as _kernels  # noqa: E402
 from ._threading import set_threading  # noqa: E402
 from ._typing import Config  # noqa: E402
@@ -33,9 +37,32 @@ from .optimizers import __all__ as _optimizer_names  # noqa: E402
 
 _threading.finish()
 
-__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "nn",
-           "clip", "clip_grad_norm", "clip_grad_norm_reference", "get_config",
-           "show_config", "set_threading", "save", "load", "__version__"]
+__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "clip",
+           "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
+           "set_threading", "save", "load", "__version__"]
+
+# Old paths of modules moved to fastoptim.demo: imported on first use, with a warning.
+# Hidden from type checkers, which would otherwise take every unknown attribute of the
+# package for one of these.
+_MOVED = {"nn": "fastoptim.demo.nn", "datasets": "fastoptim.demo.datasets"}
+
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> object:
+        """``fastoptim.nn`` and ``fastoptim.datasets`` (PEP 562): the moved module, imported
+        on first use, after a DeprecationWarning that names its new path."""
+        new = _MOVED.get(name)
+        if new is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+        import sys
+        import warnings
+
+        warnings.warn(f"fastoptim.{name} is deprecated; use {new}", DeprecationWarning,
+                      stacklevel=2)
+        module = importlib.import_module(new)
+        sys.modules.setdefault(f"{__name__}.{name}", module)
+        globals()[name] = module
+        return module
 
 
 def get_config() -> Config:

@@ -66,14 +66,10 @@ html_static_path = []
 
 
 # -- the training toolkit's modules -----------------------------------------------------
-# fastoptim.nn and fastoptim.datasets move to the subpackage fastoptim.demo (the old
-# paths stay, with a DeprecationWarning); document whichever the installed package has.
+# fastoptim.demo.nn and fastoptim.demo.datasets (the old paths fastoptim.nn and
+# fastoptim.datasets stay, with a DeprecationWarning)
 def _demo_api():
-    try:
-        import fastoptim.demo.nn  # noqa: F401
-        base = "fastoptim.demo"
-    except ImportError:  # before the move
-        base = "fastoptim"
+    base = "fastoptim.demo"
     text = "".join(
         f"``{base}.{name}``\n" + "~" * (len(base) + len(name) + 5) + "\n\n"
         f".. automodule:: {base}.{name}\n   :members:\n\n"

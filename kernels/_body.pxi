@@ -4,18 +4,23 @@
 #
 # Layers, and calls go one way (top to bottom):
 #
-# 1. Per-element rules (_sgd ... _adam): ``cdef inline ... noexcept nogil`` functions that
-#    update one element of a parameter and its state. All the math of SPEC.md is here, in
-#    the same order of operations as fastoptim.reference, so results are bit-identical.
-# 2. Ranges (_range): one rule over one contiguous run of elements, scalars held in
-#    locals; the loops the compiler vectorises. No math of their own.
+# 1. Per-element rules (_rules.pxi, hand-written: _rule_<name>, one per row of the rule
+#    table fastoptim/rules.py): ``cdef inline ... noexcept nogil`` functions that update
+#    one element of a parameter and its state. All the math of the spec (docs/rules.rst)
+#    is there, in the same order of operations as fastoptim.reference, so results are
+#    bit-identical.
+# 2. Ranges (_range, generated from the table: _dispatch.pxi.tp): one rule over one
+#    contiguous run of elements, scalars held in locals; the loops the compiler
+#    vectorises. No math of their own.
 # 3. The engine (_run / _span): a table of (parameter, gradient, state) pointers for any
 #    number of arrays; one pass over memory, serial below a size threshold, otherwise
 #    one OpenMP region whose threads split the *total* element count evenly, walking
 #    across array boundaries.
 # 4. Python-callable entry points: one kernel per rule over one flat parameter (the same
-#    signature as fastoptim.reference), and update_many(), which checks every array of
-#    an optimizer's update call in C, gathers the pointer table and runs the engine.
+#    signature as fastoptim.reference; generated: _wrappers.pxi.tp), and update_many(),
+#    which checks every array of an update call in C, gathers the pointer table and runs
+#    the engine -- or writes nothing and returns what it did not take, for
+#    fastoptim._engine's Python path (nothing here calls back into Python).
 #
 # Every scalar arrives as a C double computed once per step in float64 by the caller and
 # is converted once to the element type; the reference converts it the same way.

@@ -1,4 +1,4 @@
-"""The pure-NumPy reference: the executable form of SPEC.md.
+"""The pure-NumPy reference: the executable form of the spec (docs/rules.rst).
 
 One function per rule, with the same name, signature and order of operations as the
 compiled kernel (``fastoptim._kernels_<target>``, chosen by ``fastoptim._dispatch``), so
@@ -7,9 +7,9 @@ that both give bit-identical results for float32 and float64. Each function upda
 
 Conventions shared with the kernels:
 
-* Every scalar is a Python float computed once in float64 by the caller
-  (``fastoptim.functional``), then converted to the array's dtype here with
-  ``dtype.type(x)`` -- exactly the C conversion the kernel makes -- so float32 arrays are
+* Every scalar is a Python float computed once in float64 by the caller (the rule
+  table's scalar function, ``fastoptim.rules``), then converted to the array's dtype
+  here with ``dtype.type(x)`` -- exactly the C conversion the kernel makes -- so float32 arrays are
   updated in float32 arithmetic throughout, never promoted to float64.
 * Coupled weight decay ``g + weight_decay*p`` is applied only when the converted
   ``weight_decay`` is non-zero, as in torch.optim.
@@ -86,7 +86,7 @@ def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, one_minus_rho, eps,
     """G <- rho*G + (1-rho)*(g*g) ; d <- sqrt((S+eps)/(G+eps))*g ;
     S <- rho*S + (1-rho)*(d*d) ; p <- p - lr*d.
 
-    (sqrt(S+eps)/sqrt(G+eps) of SPEC.md, with one square root instead of two.)"""
+    (sqrt(S+eps)/sqrt(G+eps) of the spec, with one square root instead of two.)"""
     lr, rho, one_minus_rho, eps, wd = _scalars(
         param, lr, rho, one_minus_rho, eps, weight_decay)
     g = _decayed(grad, param, wd)

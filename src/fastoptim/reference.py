@@ -9,8 +9,9 @@ Conventions shared with the kernels:
 
 * Every scalar is a Python float computed once in float64 by the caller (the rule
   table's scalar function, ``fastoptim.rules``), then converted to the array's dtype
-  here with ``dtype.type(x)`` -- exactly the C conversion the kernel makes -- so float32 arrays are
-  updated in float32 arithmetic throughout, never promoted to float64.
+  here with ``dtype.type(x)`` -- exactly the C conversion the kernel makes -- so
+  float32 arrays are updated in float32 arithmetic throughout, never promoted to
+  float64.
 * Coupled weight decay ``g + weight_decay*p`` is applied only when the converted
   ``weight_decay`` is non-zero, as in torch.optim.
 * ``num_threads`` is accepted for the shared signature and ignored.

@@ -465,7 +465,7 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
 cdef object _NO_KEY = object()  # a plan position that names no key yet (None is a key)
 
 
-def update_many(int rule, object params, object grads, dict slots, dict scalars,
+def update_many(int rule, object params, object grads, dict slots, object scalars,
                 int num_threads, list cache, list plan, list steps_out,
                 bint skip_nonfinite=False, object pacer=None):
     """Update every parameter of one call in one pass over memory -- or, when anything
@@ -477,7 +477,8 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
     slots: key -> [step, state buffer, ...] (the engine's state records: the step is a
         0-d int64 array, the number of steps taken, incremented here in place; then
         the rule's N_STATE[rule] buffers).
-    scalars: step -> tuple of the rule's kernel scalars for that step (float64).
+    scalars: step -> tuple of the rule's kernel scalars for that step (float64), or, for
+        a rule whose scalars do not depend on the step, the one tuple for every step.
     cache: a list owned by the caller (see _cross_overlap).
     plan: a list owned by the caller: [keys, slots] of the last call, position by
         position, so that a key that is the very same object as last time finds its slot
@@ -521,11 +522,13 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
     cdef cnp.npy_int64** stepp = NULL
     cdef list rejected = None
     cdef list missing = None
-    cdef list step_values = []  # distinct steps, in order of their scalar-set index
+    cdef Py_ssize_t* dsteps = NULL  # the distinct steps, in order of their scalar sets
+    cdef Py_ssize_t nd = 0, idx
     cdef dict step_index = None
     cdef list pkeys, pslots
     cdef Pacer* ps = NULL
     cdef bint keyed = pacer is True
+    cdef bint fixed = type(scalars) is tuple
     cdef bint paced_serial = False
     if n == 0:
         steps_out.clear()
@@ -540,8 +543,10 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
     steps = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
     nbytes = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
     stepp = <cnp.npy_int64**>PyMem_Malloc(n * sizeof(cnp.npy_int64*))
-    if e == NULL or steps == NULL or nbytes == NULL or stepp == NULL:
+    dsteps = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+    if e == NULL or steps == NULL or nbytes == NULL or stepp == NULL or dsteps == NULL:
         PyMem_Free(e); PyMem_Free(steps); PyMem_Free(nbytes); PyMem_Free(stepp)
+        PyMem_Free(dsteps)
         raise MemoryError()
     try:
         # -- 1. check everything, gather pointers; nothing is written -----------------
@@ -601,14 +606,29 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
             stepp[i] = <cnp.npy_int64*>cnp.PyArray_DATA(<cnp.ndarray>box)
             step = stepp[i][0] + 1
             steps[i] = step
+            if fixed:
+                e[i].sc = 0
+                continue
             if step != last_step:
-                if step_index is None:
-                    step_index = {}
-                idx = step_index.get(step)
-                if idx is None:
-                    idx = step_index[step] = len(step_values)
-                    step_values.append(step)
-                    if step not in scalars:
+                # the scalar set of this step: a short linear search over the distinct
+                # steps seen (usually one), a dict once there are many
+                idx = -1
+                if nd <= 8:
+                    for k in range(nd):
+                        if dsteps[k] == step:
+                            idx = k
+                            break
+                else:
+                    if step_index is None:
+                        step_index = {dsteps[k]: k for k in range(nd)}
+                    idx = step_index.get(step, -1)
+                if idx < 0:
+                    idx = nd
+                    dsteps[nd] = step
+                    nd += 1
+                    if step_index is not None:
+                        step_index[step] = idx
+                    if step not in <dict>scalars:
                         if missing is None:
                             missing = []
                         missing.append(step)
@@ -636,18 +656,25 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
             return False
 
         # -- 4. the scalars of every distinct step --------------------------------------
-        ss = <ScalarSet*>PyMem_Malloc(len(step_values) * sizeof(ScalarSet))
+        ss = <ScalarSet*>PyMem_Malloc((1 if fixed else nd) * sizeof(ScalarSet))
         if ss == NULL:
             raise MemoryError()
-        for k in range(len(step_values)):
-            _fill_scalars(&ss[k], <tuple?>scalars[step_values[k]])
+        if fixed:
+            _fill_scalars(&ss[0], <tuple>scalars)
+        for k in range(nd):
+            _fill_scalars(&ss[k], <tuple?>(<dict>scalars)[dsteps[k]])
 
         # -- 5. nothing can fail from here on ------------------------------------------
         with nogil:
             _run(rule, e, n, total, ss, nt)
         for i in range(n):
             stepp[i][0] = steps[i]
-        steps_out[:] = step_values
+        if not fixed:
+            if len(steps_out) != nd:
+                steps_out[:] = [dsteps[k] for k in range(nd)]
+            else:
+                for k in range(nd):
+                    steps_out[k] = dsteps[k]
         return True
     finally:
         PyMem_Free(e)
@@ -655,6 +682,7 @@ def update_many(int rule, object params, object grads, dict slots, dict scalars,
         PyMem_Free(steps)
         PyMem_Free(nbytes)
         PyMem_Free(stepp)
+        PyMem_Free(dsteps)
 
 
 # ---------------------------------------------------------------------------------------

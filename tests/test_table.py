@@ -129,3 +129,13 @@ def test_update_many_reports_a_key_mismatch(target):
     out = _call(target, rule, {"a": np.ones(2)}, {"b": np.ones(2)}, {"a": rec},
                 {1: (0.1, 0.0)})
     assert out == (None, None)
+
+
+@pytest.mark.parametrize("rule", rules.RULES, ids=lambda r: r.name)
+def test_step_scalars_follow_the_stepped_flag(rule):
+    """A rule marked not ``stepped`` has the same scalars at every step (the engine then
+    passes them once for all steps); a stepped one's change with the step."""
+    at = rule.step_scalars(**rule.defaults)
+    assert len(at(1)) == len(rule.scalar_names)
+    assert rule.scalars(7, **rule.defaults) == at(7)
+    assert (at(1) != at(2)) == rule.stepped

@@ -235,7 +235,8 @@ class NumpyEngine:
             step = int(record[0]) + 1
             kernel(_core.flat_view(p, order), _core.flat_view(g, order),
                    *[_core.flat_view(b, order) for b in record[1:]],
-                   **dict(zip(rule.scalar_names, scalars[step])))
+                   **dict(zip(rule.scalar_names,
+                              scalars if type(scalars) is tuple else scalars[step])))
             record[0][()] = step
             if step not in taken:
                 taken.append(step)
@@ -268,7 +269,8 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
 
     ``slots`` (key -> record) is the state, changed only on success; ``scalars`` (step
     -> kernel scalars) a cache the caller keeps, filled here from ``hyper`` for any step
-    it lacks. Returns True (applied) or False (skipped by the guard); raises, with
+    it lacks -- or, for a rule whose scalars do not depend on the step, their one
+    tuple. Returns True (applied) or False (skipped by the guard); raises, with
     nothing written, for bad input. (The optimizer classes make the first call,
     ``engine.fast``, themselves and come to :func:`finish` only when it returns what it
     did not take: the same transaction, one Python call less per update.)
@@ -303,9 +305,10 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
         keys = list(params) if isinstance(params, dict) else None
         for i in rejected:
             need.add(int(use[keys[i] if keys is not None else i][0]) + 1)
-    for s in need:
-        if s not in scalars:
-            scalars[s] = rule.scalars(s, **hyper)
+    if type(scalars) is dict:  # else one tuple for every step
+        for s in need:
+            if s not in scalars:
+                scalars[s] = rule.scalars(s, **hyper)
     result = engine.run(rule.id, params, grads, use, scalars, *args)
     if result is True:
         if staged:

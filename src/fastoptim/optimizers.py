@@ -47,6 +47,7 @@ class Optimizer:
     def __init__(self, *, num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False, **hyper: Any) -> None:
         object.__setattr__(self, "_scalar_cache", {})
+        object.__setattr__(self, "_stepper", None)
         self.num_threads = num_threads
         self.backend = backend
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -66,9 +67,11 @@ class Optimizer:
                           RuntimeWarning, stacklevel=3)
 
     def __setattr__(self, name, value):
+        object.__setattr__(self, "_args", None)  # made again on the next update
         if name in self._hyper_names:
             value = self.rule.check(**{name: value})[name]
             self._scalar_cache.clear()  # the step scalars depend on it
+            object.__setattr__(self, "_stepper", None)
             self.__dict__.setdefault("_hyper", {})[name] = value
         elif name == "num_threads":
             object.__setattr__(self, "_nt", _core.check_num_threads(value))
@@ -134,24 +137,43 @@ class Optimizer:
             else:
                 params = [p for _, p, _ in pairs]
                 grads = [g for _, _, g in pairs]
-        scalars = self._scalar_cache
-        steps = self._steps
-        for s in steps:  # the next steps' scalars, so that the fast path takes the call
-            if s + 1 not in scalars:
-                if len(scalars) > 64:
-                    scalars.clear()
-                scalars[s + 1] = self.rule.scalars(s + 1, **self._hyper)
+        args = self._args
+        if args is None or args[-1] is not _threading.adaptive:
+            args = self._make_args()
+        stepper = self._stepper
+        if stepper is None:  # step -> scalars, for the current hyper-parameters
+            stepper = self.rule.step_scalars(**self._hyper)
+            object.__setattr__(self, "_stepper", stepper)
+            object.__setattr__(self, "_fixed_scalars", None if self._stepped else stepper(1))
+        if self._stepped:
+            scalars = self._scalar_cache
+            for s in args[3]:  # the next steps' scalars, so the fast path takes the call
+                if s + 1 not in scalars:
+                    if len(scalars) > 64:
+                        scalars.clear()
+                    scalars[s + 1] = stepper(s + 1)
+        else:  # the same scalars for every step
+            scalars = self._fixed_scalars
         engine = self._engine
-        args = (self._nt, self._overlap_cache, self._plan, steps, self.skip_nonfinite,
-                self._pacer if _threading.adaptive and self._nt == 0 else None)
         # _engine.step, with its first call made here (one Python call less per update)
-        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args)
+        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
         if applied is not True and applied is not False:
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
-                                     self._hyper, applied, args, _engine.ClassNames)
+                                     self._hyper, applied, args[:6], _engine.ClassNames)
         if not applied:
             self.skipped_steps += 1
         return applied
+
+    def _make_args(self):
+        """The engine's per-call arguments (num_threads, overlap cache, plan, steps,
+        skip_nonfinite, pacer), and last the threading policy they were made for; kept
+        until one of them changes."""
+        adaptive = _threading.adaptive
+        args = (self._nt, self._overlap_cache, self._plan, self._steps,
+                self.skip_nonfinite, self._pacer if adaptive and self._nt == 0 else None,
+                adaptive)
+        object.__setattr__(self, "_args", args)
+        return args
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -248,6 +270,7 @@ def _make_class(rule, namespace):
         "rule": rule,
         "_rule": rule.name,
         "_rule_id": rule.id,
+        "_stepped": rule.stepped,
         "_hyper_names": rule.hyper_names,
     })
 

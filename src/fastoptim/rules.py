@@ -111,52 +111,64 @@ _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
 
 
 # ---------------------------------------------------------------------------------------
-# Step scalars: per rule, a function (step, **hyper) -> the kernel scalars of that step,
-# in the order of the rule's ``scalars`` names. Every scalar is computed here, once per
-# step, in float64; kernels and reference convert it to the array's dtype the same way.
+# Step scalars: per rule, a function of its hyper-parameters (keywords) that returns the
+# function step -> the kernel scalars of that step, in the order of the rule's
+# ``scalar_names``. Every scalar is computed here, once per step, in float64; kernels and
+# reference convert it to the array's dtype the same way. (Two levels, so that what does
+# not depend on the step is worked out once per setting of the hyper-parameters.)
 # ---------------------------------------------------------------------------------------
 
-def _lr_wd(step, *, lr, weight_decay):
-    return (lr, weight_decay)
+def _constant(*values):
+    values = tuple(values)
+
+    def at(step):
+        return values
+    return at
 
 
-def _momentum_scalars(step, *, lr, momentum, weight_decay):
-    return (lr, momentum, weight_decay)
+def _lr_wd(*, lr, weight_decay):
+    return _constant(lr, weight_decay)
 
 
-def _lr_eps_wd(step, *, lr, eps, weight_decay):
-    return (lr, eps, weight_decay)
+def _momentum_scalars(*, lr, momentum, weight_decay):
+    return _constant(lr, momentum, weight_decay)
 
 
-def _rmsprop_scalars(step, *, lr, alpha, eps, weight_decay):
-    return (lr, alpha, 1.0 - alpha, eps, weight_decay)
+def _lr_eps_wd(*, lr, eps, weight_decay):
+    return _constant(lr, eps, weight_decay)
 
 
-def _adadelta_scalars(step, *, lr, rho, eps, weight_decay):
-    return (lr, rho, 1.0 - rho, eps, weight_decay)
+def _rmsprop_scalars(*, lr, alpha, eps, weight_decay):
+    return _constant(lr, alpha, 1.0 - alpha, eps, weight_decay)
 
 
-def adam_step_size(step, lr, betas, eps):
-    """The Adam paper's efficient form (Kingma & Ba, sec. 2): ``step_size =
-    lr*sqrt(1-b2**t)/(1-b1**t)`` and ``eps_hat = eps*sqrt(1-b2**t)``, so that
-    ``lr*m_hat/(sqrt(v_hat)+eps)`` becomes ``step_size*m/(sqrt(v)+eps_hat)`` with no
-    per-element bias correction."""
+def _adadelta_scalars(*, lr, rho, eps, weight_decay):
+    return _constant(lr, rho, 1.0 - rho, eps, weight_decay)
+
+
+# Adam and AdamW in the paper's efficient form (Kingma & Ba, sec. 2): with
+# step_size = lr*sqrt(1-b2**t)/(1-b1**t) and eps_hat = eps*sqrt(1-b2**t),
+# lr*m_hat/(sqrt(v_hat)+eps) becomes step_size*m/(sqrt(v)+eps_hat), with no per-element
+# bias correction.
+
+def _adam_scalars(*, lr, betas, eps, weight_decay):
     beta1, beta2 = betas
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    return lr * bc2_sqrt / (1.0 - beta1 ** step), eps * bc2_sqrt
+    head = (beta1, 1.0 - beta1, beta2, 1.0 - beta2)
+
+    def at(step):
+        bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        return (*head, eps * bc2_sqrt, weight_decay, lr * bc2_sqrt / (1.0 - beta1 ** step))
+    return at
 
 
-def _adam_scalars(step, *, lr, betas, eps, weight_decay):
+def _adamw_scalars(*, lr, betas, eps, weight_decay):
     beta1, beta2 = betas
-    step_size, eps_hat = adam_step_size(step, lr, betas, eps)
-    return (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, weight_decay, step_size)
+    head = (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2)
 
-
-def _adamw_scalars(step, *, lr, betas, eps, weight_decay):
-    beta1, beta2 = betas
-    step_size, eps_hat = adam_step_size(step, lr, betas, eps)
-    return (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat,
-            step_size)
+    def at(step):
+        bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        return (*head, eps * bc2_sqrt, lr * bc2_sqrt / (1.0 - beta1 ** step))
+    return at
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,7 +187,7 @@ class Rule:
     state_doc: dict              # state buffer name -> what it holds
     hyper: tuple                 # Hyper rows, in the constructor's order
     positional: int              # how many leading hyper-parameters may be positional
-    scalars: Callable            # (step, **hyper) -> tuple, in ``scalar_names`` order
+    step_scalars: Callable       # (**hyper) -> (step -> tuple, in ``scalar_names`` order)
     scalar_names: tuple          # the kernel's and the reference's scalar keywords
     cost: str                    # "light" (a few multiply-adds per element) or "heavy"
                                  # (a square root and a division): the serial threshold
@@ -195,6 +207,11 @@ class Rule:
     @property
     def defaults(self):
         return {h.name: h.default for h in self.hyper}
+
+    def scalars(self, step, **hyper):
+        """The kernel scalars of step ``step`` (counting from 1) for these (checked)
+        hyper-parameters, in the order of ``scalar_names``."""
+        return self.step_scalars(**hyper)(step)
 
     def check(self, **hyper):
         """Validate hyper-parameters of this rule by name; return them as stored."""

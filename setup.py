@@ -173,7 +173,7 @@ def _load(name):
     spec = importlib.util.spec_from_file_location(
         f"_fastoptim_build_{name}", os.path.join(HERE, "src", "fastoptim", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Any, Callable
 
 __all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get"]
 
@@ -74,20 +72,52 @@ def check_betas(name, value):
     return (check_unit_open("beta1", b1), check_unit_open("beta2", b2))
 
 
+_REQUIRED = object()
+
+
+class _Row:
+    """A read-only record with the fields ``_fields`` ((name, default) pairs; default
+    ``_REQUIRED`` for none), given by position or by keyword. (Plain classes rather than
+    dataclasses: importing ``dataclasses`` costs ``import fastoptim`` several ms.)"""
+
+    _fields = ()
+
+    def __init__(self, *args, **kwargs):
+        names = [f for f, _ in self._fields]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} fields")
+        values = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names or k in values:
+                raise TypeError(f"{type(self).__name__}: bad or repeated field {k!r}")
+            values[k] = v
+        for f, default in self._fields:
+            if f not in values:
+                if default is _REQUIRED:
+                    raise TypeError(f"{type(self).__name__}: missing field {f!r}")
+                values[f] = default
+            object.__setattr__(self, f, values[f])
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} rows are read-only")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({getattr(self, self._fields[0][0])!r})"
+
+
 _RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
                check_unit_closed: "0 <= {name} <= 1",
                check_betas: "each 0 <= beta < 1"}
 
 
-@dataclass(frozen=True)
-class Hyper:
-    """One hyper-parameter of a rule."""
+class Hyper(_Row):
+    """One hyper-parameter of a rule: ``name``, ``default``, ``check`` (a function
+    (name, value) -> the value to store, or it raises), ``doc`` (what it is, one
+    sentence; the range is added from ``check``) and ``type`` (for the docs and stubs:
+    "float" unless given)."""
 
-    name: str
-    default: Any
-    check: Callable[[str, Any], Any]
-    doc: str            # what it is, one sentence; the range is added from ``check``
-    type: str = "float"  # for the docs and the stubs
+    _fields = (("name", _REQUIRED), ("default", _REQUIRED), ("check", _REQUIRED),
+               ("doc", _REQUIRED), ("type", "float"))
 
     def range_text(self):
         return _RANGE_TEXT[self.check].format(name=self.name)
@@ -175,26 +205,29 @@ def _adamw_scalars(*, lr, betas, eps, weight_decay):
 # The table
 # ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Rule:
-    """One optimizer rule. The position of a row in :data:`RULES` is its kernel id."""
+class Rule(_Row):
+    """One optimizer rule. The position of a row in :data:`RULES` is its kernel id.
 
-    name: str                    # reference / kernel / functional name
-    class_name: str              # fastoptim.<class_name>
-    doc: str                     # one line: what it is
-    formula: str                 # the update, in the notation of the docs
-    state: tuple                 # state buffer names, created zero on the first step
-    state_doc: dict              # state buffer name -> what it holds
-    hyper: tuple                 # Hyper rows, in the constructor's order
-    positional: int              # how many leading hyper-parameters may be positional
-    step_scalars: Callable       # (**hyper) -> (step -> tuple, in ``scalar_names`` order)
-    scalar_names: tuple          # the kernel's and the reference's scalar keywords
-    cost: str                    # "light" (a few multiply-adds per element) or "heavy"
-                                 # (a square root and a division): the serial threshold
-    stepped: bool = False        # the scalars depend on the step (bias correction)
-    base: str | None = None      # the class this rule's class derives from
-    notes: str = ""              # more of the class docstring (conventions, sources)
-    torch: tuple = ()            # (torch.optim class, extra keywords): the equivalent
+    Fields: ``name`` (of its reference, kernel and functional functions), ``class_name``
+    (``fastoptim.<class_name>``), ``doc`` (one line: what it is), ``formula`` (the update,
+    in the notation of the docs), ``state`` (state buffer names, created zero on the
+    first step), ``state_doc`` (buffer name -> what it holds), ``hyper`` (:class:`Hyper`
+    rows, in the constructor's order), ``positional`` (how many leading hyper-parameters
+    may be positional), ``step_scalars`` ((**hyper) -> (step -> the kernel scalars, in
+    ``scalar_names`` order)), ``scalar_names`` (the kernel's and the reference's scalar
+    keywords), ``cost`` ("light": a few multiply-adds per element, or "heavy": a square
+    root and a division; it picks the serial threshold), ``stepped`` (the scalars depend
+    on the step, e.g. bias correction), ``base`` (the class this rule's class derives
+    from), ``notes`` (more of the class docstring), ``torch`` ((torch.optim class, extra
+    keywords): the equivalent).
+    """
+
+    _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),
+               ("formula", _REQUIRED), ("state", _REQUIRED), ("state_doc", _REQUIRED),
+               ("hyper", _REQUIRED), ("positional", _REQUIRED),
+               ("step_scalars", _REQUIRED), ("scalar_names", _REQUIRED),
+               ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
+               ("torch", ()))
 
     @property
     def id(self):

@@ -213,8 +213,8 @@ class Rule(_Row):
     in the notation of the docs), ``state`` (state buffer names, created zero on the
     first step), ``state_doc`` (buffer name -> what it holds), ``hyper`` (:class:`Hyper`
     rows, in the constructor's order), ``positional`` (how many leading hyper-parameters
-    may be positional), ``step_scalars`` ((**hyper) -> (step -> the kernel scalars, in
-    ``scalar_names`` order)), ``scalar_names`` (the kernel's and the reference's scalar
+    may be positional), ``step_scalars`` (a function of the hyper-parameters, as keywords,
+    returning step -> the kernel scalars, in ``scalar_names`` order), ``scalar_names`` (the kernel's and the reference's scalar
     keywords), ``cost`` ("light": a few multiply-adds per element, or "heavy": a square
     root and a division; it picks the serial threshold), ``stepped`` (the scalars depend
     on the step, e.g. bias correction), ``base`` (the class this rule's class derives

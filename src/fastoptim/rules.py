@@ -209,12 +209,13 @@ class Rule(_Row):
     """One optimizer rule. The position of a row in :data:`RULES` is its kernel id.
 
     Fields: ``name`` (of its reference, kernel and functional functions), ``class_name``
-    (``fastoptim.<class_name>``), ``doc`` (one line: what it is), ``formula`` (the update,
-    in the notation of the docs), ``state`` (state buffer names, created zero on the
-    first step), ``state_doc`` (buffer name -> what it holds), ``hyper`` (:class:`Hyper`
-    rows, in the constructor's order), ``positional`` (how many leading hyper-parameters
-    may be positional), ``step_scalars`` (a function of the hyper-parameters, as keywords,
-    returning step -> the kernel scalars, in ``scalar_names`` order), ``scalar_names`` (the kernel's and the reference's scalar
+    (``fastoptim.<class_name>``), ``doc`` (one line: what it is), ``formula`` (the
+    update, in the notation of the docs), ``state`` (state buffer names, created zero on
+    the first step), ``state_doc`` (buffer name -> what it holds), ``hyper``
+    (:class:`Hyper` rows, in the constructor's order), ``positional`` (how many leading
+    hyper-parameters may be positional), ``step_scalars`` (a function of the
+    hyper-parameters, as keywords, returning step -> the kernel scalars, in
+    ``scalar_names`` order), ``scalar_names`` (the kernel's and the reference's scalar
     keywords), ``cost`` ("light": a few multiply-adds per element, or "heavy": a square
     root and a division; it picks the serial threshold), ``stepped`` (the scalars depend
     on the step, e.g. bias correction), ``base`` (the class this rule's class derives

@@ -110,7 +110,11 @@ class Optimizer:
         Parameters
         ----------
         params : dict of ndarray, or sequence of ndarray, or ndarray
-            float32/float64, writeable, C- or F-contiguous arrays, updated in place.
+            float32/float64, writeable, C- or F-contiguous arrays, updated in place. The
+            values of a dict or list may also be numbers (Python float or int, NumPy
+            float64 or float32 scalar), as in the book's scripts: each is updated as a
+            0-d array of its dtype and rebound (``params[key] = new value``, of the
+            number's type) once the step has run; a tuple cannot be rebound.
         grads : same kind as ``params``
             Same keys (or length and order); each gradient has its parameter's shape and
             dtype, any memory layout. Gradients are never modified.
@@ -126,10 +130,12 @@ class Optimizer:
             written, no step was counted, and ``skipped_steps`` went up by one.
         """
         tp, tg = type(params), type(grads)
+        target = None  # the caller's container, where ``params`` is made anew below
         if not ((tp is dict and tg is dict)
                 or (tp in (list, tuple) and tg in (list, tuple) and len(params) == len(grads))):
             if isinstance(params, np.ndarray) or _single_producer(params):
                 params, grads = [params], [grads]
+            target = params
             pairs = _engine.pairs(params, grads)  # raises for mismatched kinds, keys, lengths
             if isinstance(params, Mapping):
                 params = {k: p for k, p, _ in pairs}
@@ -159,7 +165,8 @@ class Optimizer:
         applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
         if applied is not True and applied is not False:
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
-                                     self._hyper, applied, args[:6], _engine.ClassNames)
+                                     self._hyper, applied, args[:6], _engine.ClassNames,
+                                     target)
         if not applied:
             self.skipped_steps += 1
         return applied

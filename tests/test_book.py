@@ -1,10 +1,12 @@
 """The book drop-in ("Deep Learning from Scratch", ch06): numbers as the values of a
 params dict or list (Python floats and ints, NumPy float64/float32 scalars) are updated
 the way the book's optimizers update them -- the value is rebound, state is kept per
-key -- with the numbers of a one-element array.
+key -- with the numbers of a one-element array; and torch.optim's constructor call
+(parameters first) gets an error that says what to do.
 """
 
 import collections
+import inspect
 import math
 
 import numpy as np
@@ -330,3 +332,48 @@ def test_errors_for_numbers_where_they_cannot_be_rebound():
                                         r"1-element array that you keep") as info:
         F.sgd(1.0, 1.0, lr=0.1)
     assert "asarray" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.optim's constructor call
+# ---------------------------------------------------------------------------------------
+
+def _parameters():
+    yield np.ones(2)
+
+
+@pytest.mark.parametrize("call, shown", [
+    (lambda: fo.Adam([np.ones(2)], lr=1e-3), "fo.Adam(lr=0.001)"),
+    (lambda: fo.SGD([np.ones(2)], 0.1), "fo.SGD(lr=0.1)"),
+    (lambda: fo.Momentum({"w": np.ones(2)}, lr=0.1, momentum=0.5),
+     "fo.Momentum(lr=0.1, momentum=0.5)"),
+    (lambda: fo.AdamW(_parameters(), lr=1e-3, weight_decay=0.1),
+     "fo.AdamW(lr=0.001, weight_decay=0.1)"),
+    (lambda: fo.RMSprop(np.ones(3)), "fo.RMSprop()"),
+    (lambda: fo.SGD([1.0, 2.0], lr=0.1), "fo.SGD(lr=0.1)"),
+    (lambda: fo.Adam([{"params": [np.ones(2)], "lr": 0.1}]), "fo.Adam()"),
+], ids=["list", "lr-positional", "dict", "generator", "ndarray", "floats", "groups"])
+def test_torch_style_constructor_call(call, shown):
+    with pytest.raises(TypeError) as info:
+        call()
+    msg = str(info.value)
+    assert msg.startswith("fastoptim optimizers take the parameters in "
+                          "update(params, grads), not in the constructor")
+    assert f"use opt = {shown} and call opt.update(params, grads)" in msg
+    assert "param groups, are planned" in msg
+
+
+def test_constructor_calls_that_work_still_work():
+    assert fo.SGD(0.1).lr == 0.1
+    assert fo.Adam(1e-3, (0.9, 0.99)).betas == (0.9, 0.99)
+    assert fo.Momentum(0.1, 0.9).momentum == 0.9
+    assert fo.Adam(np.float64(0.1)).lr == 0.1
+    assert fo.Adam(lr=0.1, betas=[0.8, 0.9]).betas == (0.8, 0.9)
+    # not parameters: the hyper-parameter's own error
+    for bad, match in [((0.9, 0.99), r"lr must be a real number, got \(0\.9, 0\.99\)"),
+                       ("0.1", "lr must be a real number"), (None, "lr must be a real")]:
+        with pytest.raises(TypeError, match=match):
+            fo.Adam(bad)
+    assert str(inspect.signature(fo.Momentum)) == (
+        "(lr=0.001, momentum=0.9, *, weight_decay=0.0, num_threads=None, "
+        "backend='compiled', skip_nonfinite=False)")

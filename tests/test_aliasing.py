@@ -336,7 +336,7 @@ REFUSED = {
     "unaligned parameter": (
         _unaligned_param, lambda t: np.ones(3), TypeError,
         r"parameter 'b' is not aligned"),
-    "Python list or scalar": (
+    "Python list": (
         lambda t: [1.0, 2.0, 3.0], lambda t: np.ones(3), TypeError,
         r"parameter 'b' must be a NumPy array .*got list"),
 }

@@ -184,6 +184,15 @@ def check_param(name, param):
     if not isinstance(param, np.ndarray) and hasattr(type(param), "__dlpack__"):
         param = dlpack_view(name, param, writeable=True)  # e.g. a torch CPU tensor
     if not isinstance(param, np.ndarray):
+        if isinstance(param, (numbers.Number, np.generic)):
+            # no np.asarray advice here: a 0-d array kept in a history list and then
+            # updated in place changes every entry of that list
+            raise TypeError(
+                f"{name} must be a NumPy array (float32 or float64), got {_what(param)}; "
+                f"fastoptim updates arrays in place, and the optimizers' update() also "
+                f"takes Python floats and NumPy float32/float64 scalars as the values of "
+                f"a params dict or list (rebinding them there): pass float(x) or "
+                f"np.float32(x) in a dict, or a 1-element array that you keep")
         raise TypeError(f"{name} must be a NumPy array (float32 or float64), got "
                         f"{_what(param)}; convert it once before training, e.g. "
                         f"np.asarray(x, dtype=np.float32), and keep that array")
@@ -226,6 +235,10 @@ def check_grad(name, grad, param, order):
     gradient as given at the call: a copy is only ever read)."""
     if isinstance(grad, np.generic):
         grad = np.asarray(grad)
+    elif type(grad) in (float, int) and param.ndim == 0:
+        # a Python number has no dtype: it takes the (0-d) parameter's, as NumPy's own
+        # arithmetic does with Python scalars
+        grad = np.array(grad, dtype=param.dtype)
     elif not isinstance(grad, np.ndarray) and hasattr(type(grad), "__dlpack__"):
         grad = dlpack_view(name, grad, writeable=False)  # e.g. a torch CPU tensor
     if not isinstance(grad, np.ndarray):

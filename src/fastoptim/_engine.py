@@ -33,7 +33,7 @@ each other are refused; parameters that overlap each other run serially, in orde
 exactly as the reference does.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 
 import numpy as np
 
@@ -68,8 +68,35 @@ def pairs(params, grads):
             raise ValueError(f"params has {len(params)} arrays but grads has {len(grads)}; "
                              f"pass one gradient per parameter, in the same order")
         return [(i, p, g) for i, (p, g) in enumerate(zip(params, grads))]
+    hint = ""
+    if scalar_box(params) is not None:
+        hint = ("; a number passed alone cannot be updated (arrays are updated in place, "
+                "numbers are rebound in their dict or list): pass {'x': x} and read "
+                "the new value back from the dict")
     raise TypeError(f"params must be a dict of arrays, a list/tuple of arrays or one array, "
-                    f"got {type(params).__name__}")
+                    f"got {type(params).__name__}{hint}")
+
+
+def scalar_box(value):
+    """For a number that a params dict or list may hold in place of an array (a Python
+    float or int, a NumPy float64 or float32 scalar): (a fresh 0-d array of its value --
+    float64, or float32 for np.float32 -- the type to rebind the new value as). None for
+    anything else (bool included)."""
+    t = type(value)
+    if t is float or t is int:
+        return np.array(value, dtype=np.float64), float
+    if t is np.float64 or t is np.float32:
+        return np.array(value), t
+    return None
+
+
+def _rebindable(container):
+    return isinstance(container, (dict, list, MutableMapping, MutableSequence))
+
+
+def _scalar_what(value):
+    t = type(value)
+    return f"a Python {t.__name__}" if t in (float, int) else f"a NumPy {t.__name__} scalar"
 
 
 def new_record(param, names, step=0):
@@ -153,20 +180,39 @@ def _check_state_aliasing(names, bufs, p):
                                  "state buffer its own array (np.zeros_like(param))")
 
 
-def _prepare(rule, params, grads, slots, positions, naming):
+def _prepare(rule, params, grads, slots, positions, naming, target=None):
     """The Python path for the positions the fast path did not take: raise the error for
-    bad input, else return (params, grads, staged): new containers (the caller's are
-    never changed) with base-class views and safe gradients at those positions, and the
-    records to store once the step has run (new, or re-laid out)."""
+    bad input, else return (params, grads, staged, rebind): new containers (the caller's
+    are never changed) with base-class views and safe gradients at those positions, the
+    records to store once the step has run (new, or re-laid out), and for each number
+    held in place of an array (see :func:`scalar_box`; the optimizer classes only) its
+    (key, 0-d array, type): the array is what the step updates, and the new value is
+    rebound into ``target`` (the caller's container, default ``params``) only once the
+    step has run."""
     is_dict = isinstance(params, dict)
     keys = list(params) if is_dict else range(len(params))
     p2 = dict(params) if is_dict else list(params)
     g2 = dict(grads) if is_dict else list(grads)
     staged = {}
+    rebind = []
     names = rule.state
     for i in positions:
         key = keys[i]
-        p, order = _core.check_param(naming.param(key), p2[key])
+        boxed = scalar_box(p2[key]) if naming.owned else None
+        if boxed is not None:
+            container = params if target is None else target
+            if not _rebindable(container):
+                raise TypeError(
+                    f"{naming.param(key)} is {_scalar_what(p2[key])} in a "
+                    f"{type(container).__name__}: fastoptim updates a number held in "
+                    f"place of an array by rebinding it (params[{key!r}] = new value), "
+                    f"which a {type(container).__name__} does not allow; pass the "
+                    f"parameters in a list or a dict, or keep each in a NumPy array")
+            p, kind = boxed
+            order = "C"
+            rebind.append((key, p, kind))
+        else:
+            p, order = _core.check_param(naming.param(key), p2[key])
         if naming.owned:
             g = _core.check_grad(naming.grad(key), g2[key], p, order)
             record = slots.get(key)
@@ -185,7 +231,7 @@ def _prepare(rule, params, grads, slots, positions, naming):
             g = g.copy(order=order)  # the gradient as given, even inside a state buffer
         p2[key] = p
         g2[key] = g
-    return p2, g2, staged
+    return p2, g2, staged, rebind
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,17 +328,23 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
     return finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming)
 
 
-def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming):
+def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming,
+           target=None):
     """The rest of :func:`step` after ``engine.fast`` returned ``result``, a pair
-    (rejected positions or None, missing steps)."""
+    (rejected positions or None, missing steps). ``target`` is the caller's container
+    when ``params`` is a copy of it (numbers held in place of arrays are rebound there
+    after the step); by default ``params`` itself."""
     rejected, missing = result
     plan = args[2]
+    params_in = params
     if rejected is None:
         pairs(params, grads)  # raises the error for the keys
         raise RuntimeError("internal error: a key mismatch that pairs() accepts")
     staged = {}
+    rebind = ()
     if rejected:
-        params, grads, staged = _prepare(rule, params, grads, slots, rejected, naming)
+        params, grads, staged, rebind = _prepare(rule, params, grads, slots, rejected,
+                                                 naming, target)
     use = slots
     if staged:
         plan.clear()  # positions now map to records that are not (yet) in ``slots``
@@ -313,6 +365,10 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     if result is True:
         if staged:
             slots.update(staged)
+        if rebind:
+            container = params_in if target is None else target
+            for key, box, kind in rebind:  # the book's ``params[key] -= ...``
+                container[key] = box.item() if kind is float else box[()]
         return True
     if result is False:
         return False

@@ -9,6 +9,8 @@ the kernels and in ``fastoptim.reference``; the transaction in ``fastoptim._engi
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -110,7 +112,11 @@ class Optimizer:
         Parameters
         ----------
         params : dict of ndarray, or sequence of ndarray, or ndarray
-            float32/float64, writeable, C- or F-contiguous arrays, updated in place.
+            float32/float64, writeable, C- or F-contiguous arrays, updated in place. The
+            values of a dict or list may also be numbers (Python float or int, NumPy
+            float64 or float32 scalar), as in the book's scripts: each is updated as a
+            0-d array of its dtype and rebound (``params[key] = new value``, of the
+            number's type) once the step has run; a tuple cannot be rebound.
         grads : same kind as ``params``
             Same keys (or length and order); each gradient has its parameter's shape and
             dtype, any memory layout. Gradients are never modified.
@@ -126,10 +132,12 @@ class Optimizer:
             written, no step was counted, and ``skipped_steps`` went up by one.
         """
         tp, tg = type(params), type(grads)
+        target = None  # the caller's container, where ``params`` is made anew below
         if not ((tp is dict and tg is dict)
                 or (tp in (list, tuple) and tg in (list, tuple) and len(params) == len(grads))):
             if isinstance(params, np.ndarray) or _single_producer(params):
                 params, grads = [params], [grads]
+            target = params
             pairs = _engine.pairs(params, grads)  # raises for mismatched kinds, keys, lengths
             if isinstance(params, Mapping):
                 params = {k: p for k, p, _ in pairs}
@@ -159,7 +167,8 @@ class Optimizer:
         applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
         if applied is not True and applied is not False:
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
-                                     self._hyper, applied, args[:6], _engine.ClassNames)
+                                     self._hyper, applied, args[:6], _engine.ClassNames,
+                                     target)
         if not applied:
             self.skipped_steps += 1
         return applied
@@ -243,24 +252,73 @@ def _init_source(rule):
     """The source of a rule class's ``__init__``: the table's hyper-parameters (the first
     ``rule.positional`` of them positional), then the shared keyword-only options --
     written out, so that signatures, help() and the errors for bad calls are Python's
-    own."""
+    own. ``__init__`` itself takes anything and first looks for torch.optim's call
+    (parameters first, see :func:`_check_not_params`), so that call gets fastoptim's
+    error rather than Python's "got multiple values for argument 'lr'"."""
     pos = [f"{h.name}=_d[{h.name!r}]" for h in rule.hyper[:rule.positional]]
     kw = [f"{h.name}=_d[{h.name!r}]" for h in rule.hyper[rule.positional:]]
     args = ", ".join(["self", *pos, "*", *kw, *_OPTIONS])
     passed = ", ".join(f"{h.name}={h.name}" for h in rule.hyper)
-    return (f"def __init__({args}):\n"
+    return (f"def _init({args}):\n"
             f"    Optimizer.__init__(self, {passed}, num_threads=num_threads, "
-            f"backend=backend, skip_nonfinite=skip_nonfinite)\n")
+            f"backend=backend, skip_nonfinite=skip_nonfinite)\n"
+            f"def __init__(self, *args, **kwargs):\n"
+            f"    if args:\n"
+            f"        _check_not_params(_rule, args, kwargs)\n"
+            f"    _init(self, *args, **kwargs)\n")
+
+
+def _looks_like_params(value):
+    """Whether ``value``, given where a hyper-parameter goes, is parameters instead: a
+    dict, an array of more than one dimension... anything iterable (a list, a tuple,
+    a generator such as torch's ``model.parameters()``) or a tensor; not a number, a
+    0-d array or a string."""
+    if isinstance(value, (numbers.Number, str, bytes)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return (isinstance(value, Mapping) or hasattr(value, "__iter__")
+            or hasattr(value, "__next__") or hasattr(value, "__dlpack__"))
+
+
+def _check_not_params(rule, args, kwargs):
+    """Raise fastoptim's error for torch.optim's constructor call, ``Adam(params,
+    lr=1e-3)``: a first positional argument that looks like parameters and is not a
+    value the rule's first hyper-parameter takes (so ``Adam(1e-3, (0.9, 0.99))`` and
+    any other call that works stay as they are)."""
+    first = args[0]
+    if not _looks_like_params(first):
+        return
+    if (type(first) in (tuple, list) and rule.hyper[0].name not in kwargs
+            and all(isinstance(x, numbers.Real) for x in first)):
+        return  # numbers where lr goes and no lr= (``Adam((0.9, 0.99))``): the rule's error
+    try:
+        rule.check(**{rule.hyper[0].name: first})
+        return
+    except (TypeError, ValueError):
+        pass
+    given = dict(zip(rule.hyper_names, args[1:]))  # torch's order: params, lr, ...
+    given.update(kwargs)
+    shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    raise TypeError(
+        f"fastoptim optimizers take the parameters in update(params, grads), not in the "
+        f"constructor (torch.optim's {rule.class_name}(model.parameters(), ...)): use "
+        f"opt = fo.{rule.class_name}({shown}) and call opt.update(params, grads) at each "
+        f"step; got {type(first).__name__} as the first argument, where {rule.hyper[0].name} "
+        f"goes (per-parameter options, torch's param groups, are planned)")
 
 
 def _make_class(rule, namespace):
-    env = {"Optimizer": Optimizer, "_d": rule.defaults}
+    env = {"Optimizer": Optimizer, "_d": rule.defaults, "_rule": rule,
+           "_check_not_params": _check_not_params}
     # compiled under this file's name: warnings from the options point past it
     exec(compile(_init_source(rule), __file__, "exec"), env)  # noqa: S102
-    init = env["__init__"]
-    init.__qualname__ = f"{rule.class_name}.__init__"
-    init.__module__ = __name__
-    init.__doc__ = None
+    inner, init = env["_init"], env["__init__"]
+    for fn in (inner, init):  # Python's errors for bad calls name "Adam.__init__()"
+        fn.__qualname__ = f"{rule.class_name}.__init__"
+        fn.__module__ = __name__
+        fn.__doc__ = None
+    init.__signature__ = inspect.signature(inner)
     base = namespace[rule.base] if rule.base else Optimizer
     return type(rule.class_name, (base,), {
         "__doc__": _docs.class_doc(rule),

@@ -259,13 +259,16 @@ def _init_source(rule):
     kw = [f"{h.name}=_d[{h.name!r}]" for h in rule.hyper[rule.positional:]]
     args = ", ".join(["self", *pos, "*", *kw, *_OPTIONS])
     passed = ", ".join(f"{h.name}={h.name}" for h in rule.hyper)
-    return (f"def _init({args}):\n"
+    # the inner function's code is named __init__, so that Python's errors for bad calls
+    # say "__init__()" on Python 3.9 too (3.10+ names the qualname, "Adam.__init__()")
+    return (f"def __init__({args}):\n"
             f"    Optimizer.__init__(self, {passed}, num_threads=num_threads, "
             f"backend=backend, skip_nonfinite=skip_nonfinite)\n"
-            f"def __init__(self, *args, **kwargs):\n"
+            f"_inner = __init__\n"
+            f"def _entry(self, *args, **kwargs):\n"
             f"    if args:\n"
             f"        _check_not_params(_rule, args, kwargs)\n"
-            f"    _init(self, *args, **kwargs)\n")
+            f"    _inner(self, *args, **kwargs)\n")
 
 
 def _looks_like_params(value):
@@ -313,8 +316,9 @@ def _make_class(rule, namespace):
            "_check_not_params": _check_not_params}
     # compiled under this file's name: warnings from the options point past it
     exec(compile(_init_source(rule), __file__, "exec"), env)  # noqa: S102
-    inner, init = env["_init"], env["__init__"]
+    inner, init = env["_inner"], env["_entry"]
     for fn in (inner, init):  # Python's errors for bad calls name "Adam.__init__()"
+        fn.__name__ = "__init__"
         fn.__qualname__ = f"{rule.class_name}.__init__"
         fn.__module__ = __name__
         fn.__doc__ = None

@@ -165,7 +165,7 @@ def lion(param, grad, exp_avg, *, decay_factor, lr, beta1, one_minus_beta1, beta
 
 def adamax(param, grad, exp_avg, exp_inf, *, beta1, one_minus_beta1, beta2, eps,
            weight_decay, step_size, num_threads=0):
-    """m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - step_size*(m/u)
+    """m <- b1*m + (1-b1)*g ; u <- max(b2*u, abs(g) + eps) ; p <- p - step_size*(m/u)
     (step_size = lr/(1-b1**t))."""
     beta1, one_minus_beta1, beta2, eps, wd, step_size = _scalars(
         param, beta1, one_minus_beta1, beta2, eps, weight_decay, step_size)

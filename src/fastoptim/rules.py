@@ -316,13 +316,13 @@ class Rule(_Row):
     in the notation of the docs), ``state`` (state buffer names, created zero on the
     first step), ``state_doc`` (buffer name -> what it holds), ``hyper`` (:class:`Hyper`
     rows, in the constructor's order), ``positional`` (how many leading hyper-parameters
-    may be positional), ``step_scalars`` ((**hyper) -> (step -> the kernel scalars, in
-    ``scalar_names`` order)), ``scalar_names`` (the kernel's and the reference's scalar
-    keywords), ``cost`` ("light": a few multiply-adds per element, or "heavy": a square
-    root and a division; it picks the serial threshold), ``stepped`` (the scalars depend
-    on the step, e.g. bias correction), ``base`` (the class this rule's class derives
-    from), ``notes`` (more of the class docstring), ``torch`` ((torch.optim class, extra
-    keywords): the equivalent).
+    may be positional), ``step_scalars`` (``(**hyper) -> (step -> scalars)``, the
+    kernel scalars in ``scalar_names`` order), ``scalar_names`` (the kernel's and the
+    reference's scalar keywords), ``cost`` ("light": a few multiply-adds per element,
+    or "heavy": a square root and a division; it picks the serial threshold),
+    ``stepped`` (the scalars depend on the step, e.g. bias correction), ``base`` (the
+    class this rule's class derives from), ``notes`` (more of the class docstring),
+    ``torch`` ((torch.optim class, extra keywords): the equivalent).
     """
 
     _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),

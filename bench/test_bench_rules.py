@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
+from fastoptim import rules
 from fastoptim._bench import RULES, fastoptim_step, torch_step
 
 ALL = fo.get_config()["threads"]
@@ -26,6 +27,8 @@ IMPLS = ["fastoptim", "reference", "torch"]
 
 def make_step(impl, rule, n, dtype, threads):
     if impl == "torch":
+        if not rules.get(rule).torch:
+            pytest.skip(f"torch.optim has no {rule}")
         step = torch_step(rule, n, dtype, threads)
         if step is None:
             pytest.skip("torch is not installed (pip install torch==2.13.0)")

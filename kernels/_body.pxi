@@ -31,7 +31,7 @@ from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf
+from libc.math cimport fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport qsort
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy

@@ -124,3 +124,91 @@ cdef inline void _rule_adamw(floating* p, floating g, floating* m, floating* v,
     # AdamW: decoupled decay p*(1 - lr*wd), no coupled decay term
     _adam_core(p, g, m, v, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2,
                eps_hat, <floating>0.0, step_size)
+
+
+cdef inline floating _abs(floating x) noexcept nogil:
+    # |x| with the sign bit cleared (NaN included), as np.abs
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline floating _sign(floating x) noexcept nogil:
+    # 1 if x > 0, -1 if x < 0, else x itself (a zero keeps its sign, NaN stays): the
+    # reference's _sign
+    if x > 0:
+        return <floating>1.0
+    if x < 0:
+        return <floating>-1.0
+    return x
+
+
+cdef inline floating _max(floating a, floating b) noexcept nogil:
+    # a if a >= b or a is NaN, else b: NaN from either side propagates (np.maximum's
+    # rule), and between -0.0 and 0.0 the first is kept: the reference's _maximum
+    if a >= b or a != a:
+        return a
+    return b
+
+
+cdef inline void _rule_lion(floating* p, floating g, floating* m,
+                            floating decay_factor, floating lr, floating beta1,
+                            floating one_minus_beta1, floating beta2,
+                            floating one_minus_beta2) noexcept nogil:
+    # Lion: the step's direction from the interpolation c (before m is updated), decoupled
+    # decay p*(1 - lr*wd) (exactly p when wd == 0), then m's own update with beta2
+    cdef floating mi = m[0]
+    cdef floating c = beta1 * mi + one_minus_beta1 * g
+    p[0] = p[0] * decay_factor - lr * _sign(c)
+    m[0] = beta2 * mi + one_minus_beta2 * g
+
+
+cdef inline void _rule_adamax(floating* p, floating g, floating* m, floating* u,
+                              floating beta1, floating one_minus_beta1, floating beta2,
+                              floating eps, floating wd, floating step_size) noexcept nogil:
+    # Adamax: u <- max(b2*u, |g| + eps); step_size = lr/(1 - b1^t)
+    cdef floating pi = p[0]
+    cdef floating mi, ui
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    ui = _max(beta2 * u[0], _abs(g) + eps)
+    m[0] = mi
+    u[0] = ui
+    p[0] = pi - step_size * (mi / ui)
+
+
+cdef inline void _rule_nadam(floating* p, floating g, floating* m, floating* v,
+                             floating beta1, floating one_minus_beta1, floating beta2,
+                             floating one_minus_beta2, floating eps_hat, floating wd,
+                             floating grad_coef, floating momentum_coef) noexcept nogil:
+    # NAdam in Adam's efficient form: the momentum schedule's products are all in
+    # grad_coef and momentum_coef (per step, float64, rules._nadam_scalars)
+    cdef floating pi = p[0]
+    cdef floating mi, vi
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    m[0] = mi
+    v[0] = vi
+    p[0] = pi - (grad_coef * g + momentum_coef * mi) / (_sqrt(vi) + eps_hat)
+
+
+cdef inline void _rule_radam(floating* p, floating g, floating* m, floating* v,
+                             floating beta1, floating one_minus_beta1, floating beta2,
+                             floating one_minus_beta2, floating eps, floating wd,
+                             floating step_size, floating rectify) noexcept nogil:
+    # RAdam: rectify (1 or 0, the same for every element of a step) picks the rectified
+    # adaptive step or SGD with momentum; step_size = lr*r_t*sqrt(1-b2^t)/(1-b1^t) or
+    # lr/(1-b1^t) (rules._radam_scalars)
+    cdef floating pi = p[0]
+    cdef floating mi, vi
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    m[0] = mi
+    v[0] = vi
+    if rectify != 0:
+        p[0] = pi - step_size * (mi / (_sqrt(vi) + eps))
+    else:
+        p[0] = pi - step_size * mi

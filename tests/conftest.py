@@ -22,6 +22,12 @@ HYPER = {
     fo.AdaDelta: dict(lr=0.7, rho=0.8, eps=1e-5, weight_decay=0.01),
     fo.Adam: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01),
     fo.AdamW: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.05),
+    fo.Lion: dict(lr=0.003, betas=(0.8, 0.95), weight_decay=0.05),
+    fo.Adamax: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01),
+    fo.NAdam: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01,
+                   momentum_decay=0.01),
+    # rho_t > 5 from step 6 on: runs of 10+ steps take both of RAdam's branches
+    fo.RAdam: dict(lr=0.01, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.01),
 }
 
 

@@ -65,7 +65,12 @@ def test_non_finite_gradient_flows_like_the_reference(cls, bad):
         ob.update(q, g)
     for k in p:
         assert_same(p[k], q[k])
-    assert not np.isfinite(p["a"][17])
+    if cls is fo.Lion and np.isinf(bad):
+        # Lion steps by sign(c) = +-1 for an infinite c: an ordinary step for the
+        # parameter, the infinity kept in the momentum
+        assert not np.isfinite(oa.state["a"]["exp_avg"][17])
+    else:
+        assert not np.isfinite(p["a"][17])
     assert np.all(np.isfinite(p["a"][:17])) and np.all(np.isfinite(p["b"]))
 
 

@@ -285,8 +285,8 @@ def tamper_cases(tmp_path):
     case("other format", r"does not say format", edit(lambda h, a: h.update(format="x")))
     case("newer version", r"format version 2 was written by a newer fastoptim",
          edit(lambda h, a: h.update(version=2)))
-    case("unknown optimizer", r"unknown optimizer 'Lion'",
-         edit(lambda h, a: h.update(optimizer="Lion")))
+    case("unknown optimizer", r"unknown optimizer 'Shampoo'",
+         edit(lambda h, a: h.update(optimizer="Shampoo")))
     case("other kind's state", r"has state \['exp_avg', 'exp_avg_sq'\] but a Momentum "
                                r"keeps \['velocity'\]",
          edit(lambda h, a: h.update(optimizer="Momentum")))

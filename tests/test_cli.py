@@ -18,6 +18,7 @@ from fastoptim.demo import datasets, loop, paths, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
+ALL = [*EIGHT, "Lion", "Adamax", "NAdam", "RAdam"]
 
 
 def read_csv(path):
@@ -39,7 +40,7 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
     header, rows = read_csv(tmp_path / "loss_curves.csv")
     assert header == ["optimizer", "epoch", "train_loss", "test_loss", "test_accuracy"]
     assert [(r["optimizer"], r["epoch"]) for r in rows] == [
-        (name, str(e)) for name in EIGHT for e in (0, 1)]
+        (name, str(e)) for name in ALL for e in (0, 1)]
     # Same initial weights for everyone: the same loss at epoch 0.
     assert len({r["train_loss"] for r in rows if r["epoch"] == "0"}) == 1
     for r in rows:
@@ -49,7 +50,7 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
     assert table.splitlines()[0].split() == [
         "optimizer", "final", "loss", "test", "acc", "epoch", "ms", "ref", "epoch", "ms",
         "epoch", "x", "update", "ms", "ref", "update", "ms", "update", "x", "same", "result"]
-    for name in EIGHT:
+    for name in ALL:
         line = next(li for li in table.splitlines() if li.startswith(name + " "))
         cells = line.split()
         assert cells[-1] == "bit-identical" and len(cells) == 10
@@ -180,7 +181,7 @@ def test_default_paths_end_near_the_minimum():
     for f in ("book", "rosenbrock", "beale"):
         spec = paths.PATH_FUNCTIONS[f]
         f0 = spec["fn"](np.array(spec["start"]))[0]
-        for name in settings.path_names():
+        for name in settings.names():  # also those drawn only when asked for
             assert spec["fn"](paths.optimizer_path(name, f)[-1])[0] < f0 / 10, (f, name)
 
 

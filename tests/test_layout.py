@@ -93,8 +93,9 @@ def test_the_lists_come_from_the_rule_table():
     assert _bench.RULES == [r.name for r in rules.RULES]
     for r in rules.RULES:
         assert _bench.bytes_per_element(r.name, np.float64) == r.state_bytes(8)
-    assert settings.path_names() == [n for n in classes if n != "AdamW"]
-    assert _common.count_word(len(classes)) == "eight" and _common.count_word(13) == "13"
+    assert settings.path_names() == [n for n in classes if n in (
+        "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam")]
+    assert _common.count_word(len(classes)) == "twelve" and _common.count_word(13) == "13"
 
 
 # What `fastoptim bench` ran in torch before the lists came from the rule table.
@@ -107,6 +108,13 @@ TORCH_BEFORE = {
     "adadelta": ("Adadelta", dict(lr=1.0, foreach=True)),
     "adam": ("Adam", dict(lr=1e-3, fused=True)),
     "adamw": ("AdamW", dict(lr=1e-3, fused=True)),
+}
+# ... and for the rules added since (torch 2.13's Adamax, NAdam and RAdam have no
+# ``fused``); Lion, which torch.optim does not have, gets no torch step
+TORCH_NEW = {
+    "adamax": ("Adamax", dict(lr=2e-3, foreach=True)),
+    "nadam": ("NAdam", dict(lr=2e-3, foreach=True)),
+    "radam": ("RAdam", dict(lr=1e-3, foreach=True)),
 }
 
 
@@ -129,14 +137,19 @@ def test_torch_optimizers_come_from_the_rule_table(monkeypatch):
             return type(name, (), {"__init__": init_fused})
         return type(name, (), {"__init__": init})
 
-    optim = types.SimpleNamespace(**{n: fake(n, n not in ("RMSprop", "Adadelta"))
+    optim = types.SimpleNamespace(**{n: fake(n, n in ("SGD", "Adagrad", "Adam", "AdamW"))
                                      for n in ("SGD", "Adagrad", "RMSprop", "Adadelta",
-                                               "Adam", "AdamW")})
+                                               "Adam", "AdamW", "Adamax", "NAdam",
+                                               "RAdam")})
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(optim=optim))
+    expected = {**TORCH_BEFORE, **TORCH_NEW}
     for name in _bench.RULES:
+        if name == "lion":
+            assert _bench.torch_step(name, 10, np.float32, 1) is None
+            continue
         made.clear()
         _bench.torch_optimizer(name, [])
-        assert made == [TORCH_BEFORE[name]], name
+        assert made == [expected[name]], name
 
 
 def test_a_rule_without_settings_runs_with_its_defaults(monkeypatch):

@@ -135,7 +135,8 @@ def test_nesterov_equals_sequel_form_and_not_the_early_book_form():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cls", OPTIMIZERS[:-1], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in OPTIMIZERS if c not in (fo.AdamW, fo.Lion)],
+                         ids=lambda c: c.__name__)
 def test_coupled_decay_is_gradient_plus_decay_times_param(cls, backend):
     """weight_decay=wd is exactly the rule fed with g + wd*p (computed in the dtype)."""
     rng = np.random.default_rng(5)
@@ -207,3 +208,173 @@ def test_momentum_state_keeps_old_learning_rates(cls):
     assert_same(p, q)
     with pytest.raises(ValueError, match="Invalid lr: -1.0"):
         opt.lr = -1
+
+
+# -- Lion, Adamax, NAdam, RAdam (docs/rules.rst) ------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lion_steps_by_hand(dtype, backend):
+    # lr = 0.5, betas (0.5, 0.75), wd = 0.5: decay factor 1 - 0.25 = 0.75; exact values
+    def opt():
+        return fo.Lion(lr=0.5, betas=(0.5, 0.75), weight_decay=0.5, backend=backend)
+
+    p, o = np.array([1.0, 1.0, 1.0], dtype=dtype), opt()
+    o.update([p], [np.array([0.5, -0.5, 0.0], dtype=dtype)])
+    # c = 0.5*0 + 0.5*g = (0.25, -0.25, 0): p = 0.75 - 0.5*sign(c) = (0.25, 1.25, 0.75);
+    # m = 0.75*0 + 0.25*g = (0.125, -0.125, 0)
+    assert p.tolist() == [0.25, 1.25, 0.75]
+    assert o.state[0]["exp_avg"].tolist() == [0.125, -0.125, 0.0]
+    # second step, g = -0.1 on the first element: c = 0.5*0.125 + 0.5*(-0.1) = 0.0125 > 0,
+    # so the parameter still steps down (the direction is c's, not g's):
+    # p = 0.25*0.75 - 0.5 = -0.3125; m = 0.75*0.125 + 0.25*(-0.1) = 0.06875. The others,
+    # same g: c = -0.0625 - 0.25 < 0, p = 1.25*0.75 + 0.5; c = 0, p = 0.75*0.75
+    o.update([p], [np.array([-0.1, -0.5, 0.0], dtype=dtype)])
+    assert p.tolist() == [-0.3125, 1.4375, 0.5625]
+    assert o.state[0]["exp_avg"][0] == pytest.approx(0.06875, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lion_sign_of_zero_and_nan(backend):
+    """sign(+-0) is the zero itself (no step), sign(NaN) is NaN; with no decay a zero
+    direction leaves the parameter bit for bit as it was."""
+    p = np.array([2.0, -0.0, 3.0, 1.0])
+    g = np.array([0.0, -0.0, np.nan, np.inf])
+    opt = fo.Lion(lr=0.1, backend=backend)
+    with np.errstate(invalid="ignore"):
+        opt.update([p], [g])
+    assert_same(p[:2], np.array([2.0, -0.0]))
+    assert np.isnan(p[2]) and p[3] == 1.0 - 0.1
+    m = opt.state[0]["exp_avg"]
+    assert np.isnan(m[2]) and m[3] == np.inf
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamax_steps_by_hand(dtype, backend):
+    # lr = 0.5, betas (0.5, 0.75), eps = 0, g = 0.5: m = 0.25, u = max(0, 0.5) = 0.5,
+    # step_size = 0.5/(1 - 0.5) = 1, p = 1 - 0.25/0.5 = 0.5 (exact)
+    p = np.array([1.0], dtype=dtype)
+    opt = fo.Adamax(lr=0.5, betas=(0.5, 0.75), eps=0.0, backend=backend)
+    opt.update([p], [np.array([0.5], dtype=dtype)])
+    assert (p[0], opt.state[0]["exp_avg"][0], opt.state[0]["exp_inf"][0]) == (0.5, 0.25, 0.5)
+    # g = 0.1: u = max(0.75*0.5, 0.1) = 0.375 (the decayed norm wins),
+    # m = 0.125 + 0.05 = 0.175, p = 0.5 - 0.5/(1 - 0.25) * 0.175/0.375
+    opt.update([p], [np.array([0.1], dtype=dtype)])
+    assert opt.state[0]["exp_inf"][0] == 0.375
+    assert p[0] == pytest.approx(0.5 - 0.5 / 0.75 * 0.175 / 0.375, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adamax_eps_inside_the_max_and_nan_propagates(backend):
+    # u = max(b2*u, |g| + eps): a zero gradient gives u = eps (no division by zero)
+    p = np.array([1.0, 1.0])
+    opt = fo.Adamax(eps=1e-3, backend=backend)
+    opt.update([p], [np.array([0.0, -2.0])])
+    assert opt.state[0]["exp_inf"].tolist() == [1e-3, 2.0 + 1e-3]
+    # NaN from the gradient stays in u through the max (as torch.maximum), also after a
+    # finite gradient: b2*NaN is NaN
+    with np.errstate(invalid="ignore"):
+        opt.update([p], [np.array([np.nan, 1.0])])
+        opt.update([p], [np.array([1.0, 1.0])])
+    u = opt.state[0]["exp_inf"]
+    assert np.isnan(u[0]) and np.isnan(p[0]) and np.isfinite(u[1]) and np.isfinite(p[1])
+
+
+def _nadam_torch_form(p, grads, lr, b1, b2, eps, wd, psi):
+    """NAdam as torch.optim.NAdam writes it, in float64, the product multiplied up."""
+    m = v = 0.0
+    prod = 1.0
+    out = []
+    for t, g in enumerate(grads, 1):
+        g = g + wd * p
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        prod *= mu
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = math.sqrt(v / (1 - b2 ** t)) + eps
+        p = p - lr * (1 - mu) / (1 - prod) * g / denom
+        p = p - lr * mu_next / (1 - prod * mu_next) * m / denom
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nadam_against_torch_form(backend):
+    lr, b1, b2, eps, wd, psi = 0.01, 0.8, 0.99, 1e-6, 0.01, 0.01
+    grads = [0.5, -0.3, 0.2, 0.7, -1.0, 0.05]
+    expected = _nadam_torch_form(1.0, grads, lr, b1, b2, eps, wd, psi)
+    p = np.array([1.0])
+    opt = fo.NAdam(lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, momentum_decay=psi,
+                   backend=backend)
+    for g, e in zip(grads, expected):
+        opt.update([p], [np.array([g])])
+        assert p[0] == pytest.approx(e, rel=1e-13)
+
+
+def test_nadam_product_closed_form():
+    """rules._nadam_prod against the step-by-step product, and bounded cost for any step."""
+    from fastoptim import rules
+
+    for b1, psi in [(0.9, 4e-3), (0.99, 0.0), (0.5, 1.0), (0.999999, 1e-9), (0.9, 10.0)]:
+        prod_of = rules._nadam_prod(b1, psi)
+        prod = 1.0
+        for t in range(1, 3001):
+            prod *= rules._nadam_mu(b1, psi, t)
+            if prod > 1e-300:
+                assert prod_of(t) == pytest.approx(prod, rel=1e-12), (b1, psi, t)
+    assert rules._nadam_prod(0.0, 4e-3)(5) == 0.0
+    # the step scalars at a step of 10**9 are those of a vanished product, 1 - prod_t = 1
+    scalars = rules.get("nadam").scalars(10**9, **rules.get("nadam").defaults)
+    b1, lr = 0.9, 2e-3
+    assert scalars[-1] == pytest.approx(lr * b1, rel=1e-12)
+    assert scalars[-2] == pytest.approx(lr * (1 - b1), rel=1e-12)
+
+
+def _radam_torch_form(p, grads, lr, b1, b2, eps, wd):
+    """RAdam as torch.optim.RAdam writes it, in float64."""
+    m = v = 0.0
+    rho_inf = 2 / (1 - b2) - 1
+    out = []
+    for t, g in enumerate(grads, 1):
+        g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** t)
+        rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        if rho_t > 5:
+            rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                             / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            p = p - m_hat * lr * math.sqrt(1 - b2 ** t) / (math.sqrt(v) + eps) * rect
+        else:
+            p = p - m_hat * lr
+        out.append((p, rho_t > 5))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_radam_against_torch_form_both_branches(backend):
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.01
+    grads = [0.5, -0.3, 0.2, 0.7, -1.0, 0.05, 0.4, -0.2, 0.3, 0.1]
+    expected = _radam_torch_form(1.0, grads, lr, b1, b2, eps, wd)
+    # torch's switch: the first five steps are SGD with momentum, rectified from step 6
+    assert [r for _, r in expected] == [False] * 5 + [True] * 5
+    p = np.array([1.0])
+    opt = fo.RAdam(lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, backend=backend)
+    for g, (e, _) in zip(grads, expected):
+        opt.update([p], [np.array([g])])
+        assert p[0] == pytest.approx(e, rel=1e-13)
+
+
+def test_radam_switch_from_the_step_scalars():
+    from fastoptim import rules
+
+    rule = rules.get("radam")
+    flags = [rule.scalars(t, **rule.defaults)[-1] for t in range(1, 11)]
+    assert flags == [0.0] * 5 + [1.0] * 5
+    # beta2 = 0.5: rho_inf = 3 <= 5, never rectified (and no division by rho_inf - 4)
+    hyper = dict(rule.defaults, betas=(0.9, 0.5))
+    assert {rule.scalars(t, **hyper)[-1] for t in (1, 10, 10**6)} == {0.0}
+    # unrectified: step_size is lr/(1 - b1**t), the SGD-with-momentum step on m_hat
+    assert rule.scalars(3, **rule.defaults)[-2] == pytest.approx(1e-3 / (1 - 0.9 ** 3))

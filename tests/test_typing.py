@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 import fastoptim
-from fastoptim import _dispatch, _kernels_baseline, reference
+from fastoptim import _dispatch, _kernels_baseline, reference, rules
 
 from conftest import target_params
 
 PKG = Path(fastoptim.__file__).resolve().parent
 KERNEL_STUBS = ["_kernels_baseline", "_kernels_avx2", "_kernels_avx512"]
-RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+RULES = [r.name for r in rules.RULES]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "typed_usage.py"
 SOURCE = Path(__file__).resolve().parent.parent / "kernels"
 

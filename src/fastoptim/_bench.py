@@ -75,7 +75,10 @@ def torch_optimizer(rule, params):
 
 
 def torch_step(rule, n, dtype, threads):
-    """A torch.optim step over one tensor of n elements, or None without torch."""
+    """A torch.optim step over one tensor of n elements, or None without torch or for a
+    rule torch.optim does not have (``Rule.torch`` empty)."""
+    if not _rules.get(rule).torch:
+        return None
     try:
         import torch
     except ImportError:
@@ -175,7 +178,8 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, f
     torch_times = {}
     if with_torch and _torch_version() is not None:
         progress(f"torch.optim: {len(cases)} cases in a separate process")
-        torch_times = _torch_in_subprocess(cases, dtype, threads, budget, many)
+        torch_times = _torch_in_subprocess([c for c in cases if _rules.get(c[0]).torch],
+                                           dtype, threads, budget, many)
     for i, (rule, n) in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")
         calls = {

@@ -22,7 +22,8 @@ array of one call must have the same shape and dtype.
 
 import numpy as np
 
-__all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+__all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
+           "lion", "adamax", "nadam", "radam"]
 
 
 def _scalars(param, *values):
@@ -132,3 +133,77 @@ def adamw(param, grad, exp_avg, exp_avg_sq, *, decay_factor, beta1, one_minus_be
     param *= decay_factor
     _adam_rule(param, grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
                one_minus_beta2, eps_hat, step_size)
+
+
+def _sign(x):
+    """1 where x > 0, -1 where x < 0, else x itself: a zero keeps its sign, NaN stays
+    (the same NaN). The kernels' ``_sign``; unlike ``np.sign``, whose zero's sign has
+    varied between NumPy versions, this is fixed here."""
+    one = x.dtype.type(1)
+    return np.where(x > 0, one, np.where(x < 0, -one, x))
+
+
+def _maximum(a, b):
+    """a where a >= b or a is NaN, else b: NaN from either side propagates (as
+    ``np.maximum``), and the choice between -0.0 and 0.0 is fixed (a). The kernels'
+    ``_max``."""
+    return np.where((a >= b) | np.isnan(a), a, b)
+
+
+def lion(param, grad, exp_avg, *, decay_factor, lr, beta1, one_minus_beta1, beta2,
+         one_minus_beta2, num_threads=0):
+    """c <- b1*m + (1-b1)*g ; p <- p*decay_factor - lr*sign(c) ; m <- b2*m + (1-b2)*g
+    (decay_factor = 1 - lr*weight_decay)."""
+    decay_factor, lr, beta1, one_minus_beta1, beta2, one_minus_beta2 = _scalars(
+        param, decay_factor, lr, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    c = beta1 * exp_avg + one_minus_beta1 * grad
+    param *= decay_factor
+    param -= lr * _sign(c)
+    exp_avg *= beta2
+    exp_avg += one_minus_beta2 * grad
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, beta1, one_minus_beta1, beta2, eps,
+           weight_decay, step_size, num_threads=0):
+    """m <- b1*m + (1-b1)*g ; u <- max(b2*u, abs(g) + eps) ; p <- p - step_size*(m/u)
+    (step_size = lr/(1-b1**t))."""
+    beta1, one_minus_beta1, beta2, eps, wd, step_size = _scalars(
+        param, beta1, one_minus_beta1, beta2, eps, weight_decay, step_size)
+    g = _decayed(grad, param, wd)
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * g
+    exp_inf[...] = _maximum(beta2 * exp_inf, np.abs(g) + eps)
+    param -= step_size * (exp_avg / exp_inf)
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
+          one_minus_beta2, eps_hat, weight_decay, grad_coef, momentum_coef, num_threads=0):
+    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g) ;
+    p <- p - (grad_coef*g + momentum_coef*m) / (sqrt(v) + eps_hat)."""
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, wd, grad_coef,
+     momentum_coef) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                               eps_hat, weight_decay, grad_coef, momentum_coef)
+    g = _decayed(grad, param, wd)
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (g * g)
+    param -= (grad_coef * g + momentum_coef * exp_avg) / (np.sqrt(exp_avg_sq) + eps_hat)
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
+          one_minus_beta2, eps, weight_decay, step_size, rectify, num_threads=0):
+    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g) ; then
+    p <- p - step_size*(m/(sqrt(v) + eps)) if rectify else p <- p - step_size*m."""
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd,
+     step_size) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+                           weight_decay, step_size)
+    g = _decayed(grad, param, wd)
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (g * g)
+    if rectify != 0:
+        param -= step_size * (exp_avg / (np.sqrt(exp_avg_sq) + eps))
+    else:
+        param -= step_size * exp_avg

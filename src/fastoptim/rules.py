@@ -201,6 +201,109 @@ def _adamw_scalars(*, lr, betas, eps, weight_decay):
     return at
 
 
+def _lion_scalars(*, lr, betas, weight_decay):
+    beta1, beta2 = betas
+    return _constant(1.0 - lr * weight_decay, lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2)
+
+
+# Adamax (Kingma & Ba, sec. 7.1; torch.optim.Adamax): only the first moment is
+# bias-corrected, so the step size is lr/(1-b1**t); eps is inside the max, as torch.
+
+def _adamax_scalars(*, lr, betas, eps, weight_decay):
+    beta1, beta2 = betas
+    head = (beta1, 1.0 - beta1, beta2, eps, weight_decay)
+
+    def at(step):
+        return (*head, lr / (1.0 - beta1 ** step))
+    return at
+
+
+# NAdam (Dozat 2016, as torch.optim.NAdam): the momentum schedule
+# mu_t = b1*(1 - 0.5*0.96**(t*momentum_decay)) and its running product
+# prod_t = mu_1*...*mu_t. torch keeps prod_t as per-parameter state (multiplied up step by
+# step, in float32 unless torch's default dtype is float64); here it is a function of the
+# step number (_nadam_prod), so that the state stays two per-element buffers and any step
+# costs the same. In Adam's efficient form: with s = sqrt(1-b2**t),
+# lr*(1-mu_t)/(1-prod_t) * g/(sqrt(v/(1-b2**t)) + eps) = grad_coef*g/(sqrt(v) + eps*s),
+# likewise the m term with mu_{t+1} and prod_{t+1}.
+
+_LN_096 = math.log(0.96)
+
+
+def _nadam_mu(beta1, momentum_decay, step):
+    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def _nadam_prod(beta1, momentum_decay):
+    """The function step -> prod_{i=1..step} mu_i, in closed form: b1**t * exp(F) with
+    F = sum_i log(1 - q**i/2), q = 0.96**momentum_decay, summed over k in
+    log(1-x) = -sum_k x**k/k: F = -sum_k 2**-k/k * sum_i q**(i*k), each inner sum a
+    geometric series (expm1 keeps it accurate for q near 1). The terms fall by at least
+    half per k, so 60 of them reach float64's precision: the result agrees with the
+    step-by-step product to about 1e-13 relative (measured up to step 3000; the running
+    product's own rounding is of that size), for any step, at the same cost."""
+    if beta1 == 0.0:
+        return lambda step: 0.0
+    log_b1 = math.log(beta1)
+    x = momentum_decay * _LN_096  # log q <= 0
+    terms = []  # per k, smallest first: (k*x, 2**-k/k, q**k / (q**k - 1) or None)
+    for k in range(60, 0, -1):
+        den = math.expm1(k * x)
+        terms.append((k * x, 0.5 ** k / k, None if den == 0.0 else math.exp(k * x) / den))
+
+    def prod(step):
+        f = 0.0
+        for kx, c, r in terms:
+            f -= c * (step if r is None else r * math.expm1(kx * step))
+        return math.exp(step * log_b1 + f)
+    return prod
+
+
+def _nadam_scalars(*, lr, betas, eps, weight_decay, momentum_decay):
+    beta1, beta2 = betas
+    head = (beta1, 1.0 - beta1, beta2, 1.0 - beta2)
+
+    prod = _nadam_prod(beta1, momentum_decay)
+    last = (0, 1.0)  # the last step's (t+1, prod_{t+1}): the next step's prod_t
+
+    def at(step):
+        nonlocal last
+        bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        mu = _nadam_mu(beta1, momentum_decay, step)
+        mu_next = _nadam_mu(beta1, momentum_decay, step + 1)
+        t, p = last
+        prod_t = p if t == step else prod(step)
+        prod_next = prod(step + 1)
+        last = (step + 1, prod_next)
+        return (*head, eps * bc2_sqrt, weight_decay,
+                lr * (1.0 - mu) / (1.0 - prod_t) * bc2_sqrt,
+                lr * mu_next / (1.0 - prod_next) * bc2_sqrt)
+    return at
+
+
+# RAdam (Liu et al. 2020, as torch.optim.RAdam): rho_inf = 2/(1-b2) - 1,
+# rho_t = rho_inf - 2*t*b2**t/(1-b2**t). While rho_t <= 5 the step is SGD with momentum,
+# lr*m_hat; after, the rectified adaptive step lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps)
+# (eps added to sqrt(v), not sqrt(v_hat), as torch). Both as one step_size and a flag
+# ``rectify`` (1.0 or 0.0): the kernel branches on the flag, the same for every element.
+
+def _radam_scalars(*, lr, betas, eps, weight_decay):
+    beta1, beta2 = betas
+    head = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay)
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+
+    def at(step):
+        bc1 = 1.0 - beta1 ** step
+        bc2 = 1.0 - beta2 ** step
+        rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bc2
+        if rho_t > 5.0:
+            rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                             / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+            return (*head, lr * rect * math.sqrt(bc2) / bc1, 1.0)
+        return (*head, lr / bc1, 0.0)
+    return at
+
+
 # ---------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------
@@ -331,6 +434,71 @@ RULES = (
          _adamw_scalars, ("decay_factor", "beta1", "one_minus_beta1", "beta2",
                           "one_minus_beta2", "eps_hat", "step_size"), "heavy",
          stepped=True, base="Adam", torch=("AdamW", {})),
+    Rule("lion", "Lion", "Lion (Chen et al. 2023): the sign of an interpolated momentum, "
+         "decoupled weight decay.",
+         "c <- b1*m + (1-b1)*g ; p <- p*(1 - lr*weight_decay) - lr*sign(c) ; "
+         "m <- b2*m + (1-b2)*g",
+         ("exp_avg",), {"exp_avg": "the momentum ``m``"},
+         (_lr(1e-4), Hyper("betas", (0.9, 0.99), check_betas,
+                           "``b1`` interpolates the step's direction, ``b2`` is the "
+                           "momentum's decay.", type="(float, float)"),
+          Hyper("weight_decay", 0.0, check_nonneg,
+                "Decoupled decay: the parameter shrinks by the factor "
+                "``1 - lr*weight_decay`` before the step; no decay term in ``g``.")), 2,
+         _lion_scalars, ("decay_factor", "lr", "beta1", "one_minus_beta1", "beta2",
+                         "one_minus_beta2"), "light",
+         notes="The form of the paper's Program 1 and of lucidrains' ``lion-pytorch`` "
+               "(not in torch.optim). ``sign(0) = 0`` (a zero keeps its sign) and "
+               "``sign(NaN) = NaN``. Every element moves by ``lr`` (or not at all): use "
+               "a learning rate 3-10x smaller than AdamW's."),
+    Rule("adamax", "Adamax", "Adamax: Adam with the infinity norm in place of the second "
+         "moment.",
+         "m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; "
+         "p <- p - lr/(1-b1**t) * (m / u)",
+         ("exp_avg", "exp_inf"),
+         {"exp_avg": "the first moment ``m``",
+          "exp_inf": "the exponentially weighted infinity norm ``u``"},
+         (_lr(2e-3), _BETAS, _eps(1e-8, "Added to ``|g|`` inside the max (as "
+                                        "torch.optim)."), _COUPLED_DECAY), 2,
+         _adamax_scalars, ("beta1", "one_minus_beta1", "beta2", "eps", "weight_decay",
+                           "step_size"), "heavy", stepped=True,
+         notes="Kingma & Ba, section 7.1, with torch.optim's ``eps`` (the paper has "
+               "none). The max propagates NaN, as ``torch.maximum``.",
+         torch=("Adamax", {})),
+    Rule("nadam", "NAdam", "NAdam: Adam with Nesterov momentum (Dozat's momentum "
+         "schedule).",
+         "m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; "
+         "p <- p - lr*((1-mu_t)/(1-prod_t)*g + mu_{t+1}/(1-prod_{t+1})*m) "
+         "/ (sqrt(v_hat) + eps)",
+         ("exp_avg", "exp_avg_sq"),
+         {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
+         (_lr(2e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v_hat)``."), _COUPLED_DECAY,
+          Hyper("momentum_decay", 4e-3, check_nonneg,
+                "``psi`` of the momentum schedule "
+                "``mu_t = b1*(1 - 0.5*0.96**(t*psi))``.")), 2,
+         _nadam_scalars, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+                          "eps_hat", "weight_decay", "grad_coef", "momentum_coef"),
+         "heavy", stepped=True,
+         notes="``v_hat = v/(1-b2**t)``, ``prod_t = mu_1*...*mu_t``, as "
+               "torch.optim.NAdam. ``prod_t`` is recomputed from the step number "
+               "(not kept as state), with the current ``betas`` and "
+               "``momentum_decay``. Computed in Adam's efficient form.",
+         torch=("NAdam", {})),
+    Rule("radam", "RAdam", "RAdam: Adam with the variance of the adaptive rate rectified.",
+         "m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; "
+         "p <- p - lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps) if rho_t > 5, "
+         "else p <- p - lr*m_hat",
+         ("exp_avg", "exp_avg_sq"),
+         {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
+         (_lr(1e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v)`` (as torch.optim)."),
+          _COUPLED_DECAY), 2,
+         _radam_scalars, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
+                          "weight_decay", "step_size", "rectify"), "heavy", stepped=True,
+         notes="``m_hat = m/(1-b1**t)``, ``rho_inf = 2/(1-b2) - 1``, "
+               "``rho_t = rho_inf - 2*t*b2**t/(1-b2**t)``, "
+               "``r_t = sqrt((rho_t-4)*(rho_t-2)*rho_inf/((rho_inf-4)*(rho_inf-2)*rho_t))``"
+               ", as torch.optim.RAdam.",
+         torch=("RAdam", {})),
 )
 
 _IDS = {r.name: i for i, r in enumerate(RULES)}

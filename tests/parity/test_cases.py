@@ -169,7 +169,7 @@ def test_functional_api_matches_classes(cls):
         g = rng.standard_normal(100)
         opt.update(p_cls, {"w": g})
         kw = dict(hyper)
-        if rule in ("adam", "adamw"):
+        if cls.rule.stepped:
             kw["step"] = step
         getattr(F, rule)(p_fun, g, *state, **kw)
     assert_same(p_fun, p_cls["w"])

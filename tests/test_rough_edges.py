@@ -1,0 +1,35 @@
+"""The rough edges a new user hits (issue 14): each error names the user's path or object
+and says the fix in the user's terms."""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+
+
+def _stepped_adam():
+    opt = fo.Adam(lr=0.01)
+    opt.update({"w": np.ones(3)}, {"w": np.full(3, 0.5)})
+    return opt
+
+
+def test_save_into_missing_directory_names_the_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        fo.save(_stepped_adam(), os.path.join("ckpt", "opt.ckpt"))
+    msg = str(info.value)
+    assert repr(os.path.join("ckpt", "opt.ckpt")) in msg
+    assert "'ckpt' does not exist" in msg and "create it first" in msg
+    assert "fastoptim-tmp" not in msg
+    assert os.listdir(tmp_path) == []  # nothing was written
+    os.mkdir("ckpt")
+    fo.save(_stepped_adam(), os.path.join("ckpt", "opt.ckpt"))  # the fix works
+    assert fo.load(os.path.join("ckpt", "opt.ckpt")).state["w"]["step"] == 1
+
+
+def test_save_under_a_file_says_it_is_not_a_directory(tmp_path):
+    (tmp_path / "ckpt").write_text("")
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        fo.save(_stepped_adam(), tmp_path / "ckpt" / "opt.ckpt")

@@ -33,3 +33,23 @@ def test_save_under_a_file_says_it_is_not_a_directory(tmp_path):
     (tmp_path / "ckpt").write_text("")
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         fo.save(_stepped_adam(), tmp_path / "ckpt" / "opt.ckpt")
+
+
+@pytest.mark.parametrize("kind", ["params", "grads"])
+def test_generator_params_or_grads_suggest_list(kind):
+    params, grads = [np.ones(3)], [np.full(3, 0.5)]
+    if kind == "params":
+        params = (p for p in params)
+    else:
+        grads = (g for g in grads)
+    with pytest.raises(TypeError) as info:
+        fo.SGD(lr=0.1).update(params, grads)
+    msg = str(info.value)
+    assert "got generator" in msg
+    assert "pass a list (e.g. list(model.parameters())) or a dict" in msg
+
+
+def test_list_hint_only_for_iterables():
+    with pytest.raises(TypeError) as info:
+        fo.SGD(lr=0.1).update(object(), [np.ones(3)])
+    assert "list(model.parameters())" not in str(info.value)

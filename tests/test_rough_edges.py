@@ -53,3 +53,16 @@ def test_list_hint_only_for_iterables():
     with pytest.raises(TypeError) as info:
         fo.SGD(lr=0.1).update(object(), [np.ones(3)])
     assert "list(model.parameters())" not in str(info.value)
+
+
+@pytest.mark.parametrize("value, message", [("-2", "-2 must be >= 1"),
+                                            ("0", "0 must be >= 1"),
+                                            ("two", "'two' is not an integer")])
+def test_bench_threads_is_validated_like_the_demo(value, message, capsys):
+    from fastoptim import cli
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--threads", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --threads: {message}" in err
+    assert "Traceback" not in err

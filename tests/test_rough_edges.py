@@ -66,3 +66,22 @@ def test_bench_threads_is_validated_like_the_demo(value, message, capsys):
     err = capsys.readouterr().err
     assert f"argument --threads: {message}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("cpu", ["pentium", "avx9000"])
+def test_fastoptim_cpu_warning_points_at_the_import_line(cpu, tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "user_script.py"
+    script.write_text("import warnings\n"
+                      "warnings.simplefilter('always')\n"
+                      "with warnings.catch_warnings(record=True) as caught:\n"
+                      "    import fastoptim\n"
+                      "w, = [w for w in caught if 'FASTOPTIM_CPU' in str(w.message)]\n"
+                      "print(w.filename, w.lineno, w.category.__name__)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env={**os.environ, "FASTOPTIM_CPU": cpu}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    filename, lineno, category = out.stdout.split()
+    assert os.path.samefile(filename, script) and lineno == "4"
+    assert category == "RuntimeWarning"

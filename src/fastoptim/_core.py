@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from . import _dlpack, reference, rules
+from ._caller import warn_external  # noqa: F401 -- used here and imported from here
 from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -41,22 +42,6 @@ def check_num_threads(num_threads):
 
 
 BACKEND_NAMES = ("compiled", "numpy")
-
-
-def warn_external(message, category):
-    """warnings.warn at the first frame outside the fastoptim package (the caller's
-    line, however deep inside fastoptim the warning is raised)."""
-    import os
-    import sys
-    import warnings
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and os.path.dirname(
-            os.path.abspath(frame.f_code.co_filename)).startswith(here):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 def backend_name(backend):

@@ -85,3 +85,20 @@ def test_fastoptim_cpu_warning_points_at_the_import_line(cpu, tmp_path):
     filename, lineno, category = out.stdout.split()
     assert os.path.samefile(filename, script) and lineno == "4"
     assert category == "RuntimeWarning"
+
+
+@pytest.mark.parametrize("command", ["demo", "paths"])
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_optimizers_help_never_splits_a_class_name(command, columns, capsys, monkeypatch):
+    import re
+
+    from fastoptim import cli, rules
+    monkeypatch.setenv("COLUMNS", columns)
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    section = out[out.index("\n  --optimizers OPTIMIZERS"):]
+    section = section[:section.index("\n  --", 2)]
+    for name in (r.class_name for r in rules.RULES):
+        assert re.search(rf"(?<![\w]){name}(?![\w])", section), (name, section)

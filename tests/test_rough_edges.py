@@ -102,3 +102,24 @@ def test_optimizers_help_never_splits_a_class_name(command, columns, capsys, mon
     section = section[:section.index("\n  --", 2)]
     for name in (r.class_name for r in rules.RULES):
         assert re.search(rf"(?<![\w]){name}(?![\w])", section), (name, section)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_demo_curves_have_both_legends_and_epoch_0(regression):
+    pytest.importorskip("matplotlib")
+    from fastoptim.demo import train
+    key = "train_rmse" if regression else "test_accuracy"
+    names = ["SGD", "Adam"]
+    curves = {n: [{"optimizer": n, "epoch": e, "train_loss": 2.0 / (e + 1),
+                   key: (0.1 + 0.08 * e if not regression else 5.0 / (e + 1))}
+                  for e in range(4)] for n in names}
+    fig = train._plot_curves(None, curves, names, regression, "t", [4, 3, 2], 3)
+    loss_ax, metric_ax = fig.axes[:2]
+    for ax in (loss_ax, metric_ax):
+        legend = ax.get_legend()
+        assert legend is not None
+        assert [t.get_text() for t in legend.get_texts()] == names
+        assert ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 3
+    lo, hi = metric_ax.get_ylim()
+    first = [c[0][key] for c in curves.values()]
+    assert lo <= min(first) and hi >= max(first)  # epoch 0's point is drawn, not clipped

@@ -123,3 +123,53 @@ def test_demo_curves_have_both_legends_and_epoch_0(regression):
     lo, hi = metric_ax.get_ylim()
     first = [c[0][key] for c in curves.values()]
     assert lo <= min(first) and hi >= max(first)  # epoch 0's point is drawn, not clipped
+
+
+def _torch_like(array):
+    """A DLPack producer whose type says it is torch's (as torch.Tensor's __module__ is
+    "torch"): runs with or without torch installed."""
+    from test_interop import Producer
+
+    class Tensor(Producer):
+        pass
+
+    Tensor.__module__ = "torch"
+    return Tensor(array)
+
+
+@pytest.mark.parametrize("param, fix", [
+    (np.ones(4, dtype=np.float16), r"p\.data = p\.data\.float\(\) \(or model\.float\(\)"),
+    (np.ones((4, 6))[:, ::2], r"p\.data = p\.data\.contiguous\(\)"),
+])
+def test_torch_tensor_errors_give_the_torch_fix(param, fix):
+    with pytest.raises(TypeError, match=fix) as info:
+        fo.SGD(lr=0.1).update({"w": _torch_like(param)}, {"w": np.ones(param.shape)})
+    msg = str(info.value)
+    assert "parameter 'w' is a torch tensor" in msg
+    assert "astype" not in msg and "ascontiguousarray" not in msg
+
+
+def test_torch_gradient_dtype_error_gives_the_torch_cast():
+    w = np.ones(3, dtype=np.float32)
+    with pytest.raises(TypeError) as info:
+        fo.SGD(lr=0.1).update({"w": w}, {"w": _torch_like(np.ones(3, dtype=np.float16))})
+    msg = str(info.value)
+    assert "gradient 'w' is a torch tensor of dtype float16" in msg
+    assert msg.endswith("cast it with grad.float()") and "astype" not in msg
+    assert (w == 1).all()
+
+
+def test_numpy_producers_keep_the_numpy_fix():
+    from test_interop import Producer
+    with pytest.raises(TypeError, match=r"\.astype\(np\.float32\)"):
+        fo.SGD(lr=0.1).update({"w": Producer(np.ones(4, dtype=np.float16))},
+                              {"w": np.ones(4)})
+
+
+def test_real_torch_tensors_give_the_torch_fix():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"p\.data\.float\(\)"):
+        fo.SGD(lr=0.1).update({"w": torch.ones(4, dtype=torch.float16)},
+                              {"w": torch.ones(4, dtype=torch.float16)})
+    with pytest.raises(TypeError, match=r"not contiguous.*p\.data\.contiguous\(\)"):
+        fo.SGD(lr=0.1).update({"w": torch.zeros(4, 6)[:, ::2]}, {"w": torch.ones(4, 3)})

@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from . import _dlpack, reference, rules
+from ._caller import warn_external  # noqa: F401 -- used here and imported from here
 from ._dispatch import kernels as _kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -41,22 +42,6 @@ def check_num_threads(num_threads):
 
 
 BACKEND_NAMES = ("compiled", "numpy")
-
-
-def warn_external(message, category):
-    """warnings.warn at the first frame outside the fastoptim package (the caller's
-    line, however deep inside fastoptim the warning is raised)."""
-    import os
-    import sys
-    import warnings
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and os.path.dirname(
-            os.path.abspath(frame.f_code.co_filename)).startswith(here):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 def backend_name(backend):
@@ -173,6 +158,16 @@ def dlpack_view(name, x, writeable):
     return arr
 
 
+def _is_torch(x):
+    """Whether ``x`` is a torch object (a tensor, a Parameter): its errors then give the
+    torch fix (``.float()``, ``.contiguous()``) rather than the NumPy one."""
+    return (getattr(type(x), "__module__", None) or "").split(".")[0] == "torch"
+
+
+def _torch_cast(dtype):
+    return ".double()" if dtype == np.float64 else ".float()"
+
+
 def check_param(name, param):
     """Check a parameter; return (a base-class ndarray view of it, its memory order).
 
@@ -181,7 +176,9 @@ def check_param(name, param):
     An object that is not an ndarray but has ``__dlpack__`` (a CPU torch tensor, ...) is
     viewed with :func:`dlpack_view`: the view is its memory, or it is refused.
     """
+    torch = False
     if not isinstance(param, np.ndarray) and hasattr(type(param), "__dlpack__"):
+        torch = _is_torch(param)
         param = dlpack_view(name, param, writeable=True)  # e.g. a torch CPU tensor
     if not isinstance(param, np.ndarray):
         if isinstance(param, (numbers.Number, np.generic)):
@@ -202,6 +199,13 @@ def check_param(name, param):
                         f"updated) and keep the mask yourself")
     if param.dtype not in FLOAT_DTYPES:
         hint = "np.float32" if param.dtype.kind != "f" or param.dtype.itemsize < 8 else "np.float64"
+        if torch:
+            fix = ".float()" if hint == "np.float32" else ".double()"
+            raise TypeError(f"{name} is a torch tensor of dtype {_dtype_name(param.dtype)}; "
+                            f"fastoptim updates float32 or float64 tensors in place: "
+                            f"convert it once before training with p.data = p.data{fix} "
+                            f"(or model{fix} for a whole torch module) and keep training "
+                            f"that tensor")
         raise TypeError(f"{name} has dtype {_dtype_name(param.dtype)}; "
                         f"fastoptim updates native float32 or float64 arrays in place: "
                         f"convert it once before training with .astype({hint}) and keep "
@@ -217,6 +221,12 @@ def check_param(name, param):
         order = "C"
     elif param.flags.f_contiguous:
         order = "F"
+    elif torch:
+        raise TypeError(f"{name} is a torch tensor that is not contiguous (strides "
+                        f"{param.strides} in bytes for shape {param.shape}); fastoptim "
+                        f"updates parameters in place and will not update a copy: make it "
+                        f"contiguous once, before training, with p.data = "
+                        f"p.data.contiguous(), and train that tensor")
     else:
         raise TypeError(f"{name} is not contiguous (strides {param.strides} for shape "
                         f"{param.shape}); fastoptim updates parameters in place and will "
@@ -233,6 +243,7 @@ def check_grad(name, grad, param, order):
     parameter's shape, aligned and contiguous in the parameter's memory order, sharing no
     memory with the parameter: the gradient itself when it already is, else a copy (the
     gradient as given at the call: a copy is only ever read)."""
+    torch_grad = False
     if isinstance(grad, np.generic):
         grad = np.asarray(grad)
     elif type(grad) in (float, int) and param.ndim == 0:
@@ -240,6 +251,8 @@ def check_grad(name, grad, param, order):
         # arithmetic does with Python scalars
         grad = np.array(grad, dtype=param.dtype)
     elif not isinstance(grad, np.ndarray) and hasattr(type(grad), "__dlpack__"):
+        if _is_torch(grad):
+            torch_grad = True
         grad = dlpack_view(name, grad, writeable=False)  # e.g. a torch CPU tensor
     if not isinstance(grad, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_what(grad)}")
@@ -247,6 +260,10 @@ def check_grad(name, grad, param, order):
         raise TypeError(f"{name} is a masked array; pass plain gradients (e.g. "
                         f"grad.filled(0) to give masked elements a zero gradient)")
     if grad.dtype != param.dtype:
+        if torch_grad:
+            raise TypeError(f"{name} is a torch tensor of dtype "
+                            f"{_dtype_name(grad.dtype)} but its parameter is "
+                            f"{param.dtype}; cast it with grad{_torch_cast(param.dtype)}")
         raise TypeError(f"{name} has dtype {_dtype_name(grad.dtype)} "
                         f"but its parameter is {param.dtype}; cast it with "
                         f"grad.astype(np.{param.dtype})")

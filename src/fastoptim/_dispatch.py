@@ -25,9 +25,9 @@ supports) and the chosen module are ever imported.
 import importlib
 import importlib.util
 import os
-import warnings
 
 from . import _kernels_baseline
+from ._caller import warn_external
 
 PREFERENCE = ("avx512", "avx2", "baseline")
 
@@ -99,9 +99,10 @@ def _choose():
             return requested
         why = (unavailable_reason(requested) if requested in PREFERENCE
                else "unknown target")
-        warnings.warn(f"FASTOPTIM_CPU={requested!r} is not available on this machine "
+        # at the importer's line (``import fastoptim``), not in fastoptim's own files
+        warn_external(f"FASTOPTIM_CPU={requested!r} is not available on this machine "
                       f"({why}; supported: {', '.join(ok)}); using {ok[0]!r}",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning)
     return ok[0]
 
 

@@ -63,7 +63,7 @@ def pairs(params, grads):
     if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
         if not isinstance(grads, Sequence) or isinstance(grads, (str, bytes)):
             raise TypeError(f"params is a sequence, so grads must be a sequence of the same "
-                            f"length, got {type(grads).__name__}")
+                            f"length, got {type(grads).__name__}{_iterable_hint(grads)}")
         if len(params) != len(grads):
             raise ValueError(f"params has {len(params)} arrays but grads has {len(grads)}; "
                              f"pass one gradient per parameter, in the same order")
@@ -73,8 +73,22 @@ def pairs(params, grads):
         hint = ("; a number passed alone cannot be updated (arrays are updated in place, "
                 "numbers are rebound in their dict or list): pass {'x': x} and read "
                 "the new value back from the dict")
+    else:
+        hint = _iterable_hint(params)
     raise TypeError(f"params must be a dict of arrays, a list/tuple of arrays or one array, "
                     f"got {type(params).__name__}{hint}")
+
+
+def _iterable_hint(value):
+    """The fix for an iterable that is not a sequence (a generator such as torch's
+    ``model.parameters()``, a map, a set, dict views): "" for anything else."""
+    if isinstance(value, (Sequence, Mapping, np.ndarray, str, bytes)):
+        return ""
+    try:
+        iter(value)
+    except TypeError:
+        return ""
+    return "; pass a list (e.g. list(model.parameters())) or a dict"
 
 
 def scalar_box(value):

@@ -207,6 +207,13 @@ def save(optimizer, path):
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory; give the checkpoint's file name")
     directory, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        given = os.path.dirname(path) or directory
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise FileNotFoundError(errno.ENOENT,
+                                f"cannot save to {path!r}: the directory {given!r} {what} "
+                                f"(create it first, e.g. os.makedirs({given!r}, "
+                                f"exist_ok=True))", path)
     _remove_stale_temps(directory, base)
     blob = np.frombuffer(json.dumps(header, allow_nan=False).encode("utf-8"), np.uint8)
     tmp = os.path.join(directory,

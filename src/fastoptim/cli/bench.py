@@ -10,7 +10,7 @@ import time
 
 from .._bench import RULES, many_table, run, table
 from ..demo.e2e import BLAS_ENV, E2E_MODELS, e2e_table, parse_model, run_e2e
-from ._common import count_word
+from ._common import count_word, positive_int
 
 
 def add_parser(sub):
@@ -78,7 +78,7 @@ def main(argv=None):
     ap.add_argument("--sizes", default="1e5,1e6,1e7",
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=positive_int, default=None,
                     help="a fixed thread count for fastoptim, torch and the roofline "
                          "(default: OpenMP's maximum; fastoptim with num_threads=None, "
                          "i.e. its default threading policy)")

@@ -22,7 +22,7 @@ def add_parser(sub):
                       help="passes over the training set (default: 30 for digits, 1000 for "
                            "apartment)")
     demo.add_argument("--optimizers", default=None,
-                      help=f"comma-separated subset of {','.join(OPTIMIZER_NAMES)} "
+                      help=f"comma-separated subset of {', '.join(OPTIMIZER_NAMES)} "
                            f"(default: all {count_word(len(OPTIMIZER_NAMES))})")
     demo.add_argument("--out", default="fastoptim-demo",
                       help="output directory (default: ./fastoptim-demo)")

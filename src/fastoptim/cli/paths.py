@@ -16,10 +16,10 @@ def add_parser(sub):
                     "<out>/paths_<function>.png (a panel per optimizer) and "
                     "<out>/paths.csv.")
     paths.add_argument("--functions", default=None,
-                       help=f"comma-separated subset of {','.join(PATH_FUNCTIONS)} "
+                       help=f"comma-separated subset of {', '.join(PATH_FUNCTIONS)} "
                             "(default: all)")
     paths.add_argument("--optimizers", default=None,
-                       help=f"comma-separated subset of {','.join(OPTIMIZER_NAMES)} "
+                       help=f"comma-separated subset of {', '.join(OPTIMIZER_NAMES)} "
                             f"(default: the {count_word(len(default))} of the notes"
                             + (f", without {', '.join(left_out)})" if left_out else ")"))
     paths.add_argument("--steps", type=positive_int, default=None,

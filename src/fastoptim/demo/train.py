@@ -253,6 +253,9 @@ def run(dataset="digits", names=None, *, epochs=None, batch_size=None, hidden=No
 
 
 def _plot_curves(path, curves, names, regression, title, sizes, epochs):
+    """Draw the loss and accuracy (or RMSE) panels, every epoch from 0 (the initial
+    weights) on, each with its legend; write the PNG to ``path`` (None: don't) and return
+    the figure."""
     fig = new_figure(figsize=(11, 4.5), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     key = "train_rmse" if regression else "test_accuracy"
@@ -268,11 +271,13 @@ def _plot_curves(path, curves, names, regression, title, sizes, epochs):
                                       " (cross-entropy)"))
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("training RMSE (price units)" if regression else "test accuracy")
-    if not regression:
-        ax2.set_ylim(max(0.0, min(r[key] for n in names for r in curves[n][1:]) - 0.02)
-                     if epochs else 0.0, 1.0)
+    if not regression:  # epoch 0 (the initial weights) included
+        ax2.set_ylim(max(0.0, min(r[key] for n in names for r in curves[n]) - 0.02), 1.0)
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
-    ax1.legend(ncol=2, fontsize=8)
+        ax.set_xlim(0, max(epochs, 1))
+        ax.legend(ncol=2, fontsize=8, loc="best")
     fig.suptitle(f"fastoptim demo: {title}, MLP {'-'.join(map(str, sizes))}")
-    fig.savefig(path, dpi=110)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from book_code import BookAdaGrad, BookAdam, BookMomentum, BookSGD
 
 import fastoptim as fo
 from fastoptim import functional as F
@@ -74,60 +75,6 @@ def book_optimizers(**extra):
     opts["AdaGrad"] = fo.AdaGrad(lr=1.5, **extra)
     opts["Adam"] = fo.Adam(lr=0.3, **extra)
     return opts
-
-
-class BookSGD:  # common/optimizer.py, as the book writes its classes
-    def __init__(self, lr=0.01):
-        self.lr = lr
-
-    def update(self, params, grads):
-        for key in params.keys():
-            params[key] -= self.lr * grads[key]
-
-
-class BookMomentum:
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum, self.v = lr, momentum, None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
-        for key in params.keys():
-            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            params[key] += self.v[key]
-
-
-class BookAdaGrad:
-    def __init__(self, lr=0.01):
-        self.lr, self.h = lr, None
-
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
-        for key in params.keys():
-            self.h[key] += grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
-
-
-class BookAdam:
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps_hat=None):
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
-        self.iter, self.m, self.v = 0, None, None
-        self.eps_hat = eps_hat  # not the book's: eps*sqrt(1-beta2^t) in place of 1e-7
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {key: np.zeros_like(val) for key, val in params.items()}
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
-        self.iter += 1
-        lr_t = (self.lr * np.sqrt(1.0 - self.beta2**self.iter)
-                / (1.0 - self.beta1**self.iter))
-        for key in params.keys():
-            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
-            self.v[key] += (1 - self.beta2) * (grads[key]**2 - self.v[key])
-            eps = (1e-7 if self.eps_hat is None
-                   else self.eps_hat * np.sqrt(1.0 - self.beta2**self.iter))
-            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + eps)
 
 
 def the_books():

@@ -60,7 +60,7 @@ import zipfile
 
 import numpy as np
 
-from . import _core, optimizers, rules
+from . import _core, book, optimizers, rules
 from ._version import __version__
 from .optimizers import Optimizer
 
@@ -68,8 +68,10 @@ __all__ = ["save", "load", "read_state_dict", "CheckpointError"]
 
 FORMAT = "fastoptim-checkpoint"
 VERSION = 1
-# the registry: every class of the rule table, by the name a checkpoint stores
+# the registry: every class of the rule table and of fastoptim.book, by the name a
+# checkpoint stores
 CLASSES = {r.class_name: getattr(optimizers, r.class_name) for r in rules.RULES}
+CLASSES.update(book.CLASSES)
 _TMP_SUFFIX = ".fastoptim-tmp"
 _HEADER = "header"
 # fastoptim 0.x saved with ``np.savez(f, allow_pickle=False, **arrays)``; NumPy < 2.1 has no
@@ -102,7 +104,7 @@ def _pack(optimizer):
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"save expects a fastoptim optimizer, got "
                         f"{type(optimizer).__name__}")
-    kind = type(optimizer).__name__
+    kind = type(optimizer)._kind()
     if CLASSES.get(kind) is not type(optimizer):
         raise TypeError(f"cannot save a {kind}: checkpoints hold the built-in optimizer "
                         f"classes ({', '.join(CLASSES)}); save its state_dict() yourself")

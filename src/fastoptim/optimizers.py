@@ -91,6 +91,11 @@ class Optimizer:
             extra += f", backend={self.backend!r}"
         return f"{type(self).__name__}({args}{extra})"
 
+    @classmethod
+    def _kind(cls):
+        """The name ``state_dict()`` and checkpoints store for this class."""
+        return cls.__name__
+
     @property
     def hyperparams(self):
         """The hyper-parameters as a dict."""
@@ -193,7 +198,7 @@ class Optimizer:
         state = {key: {"step": int(rec[0]),
                        **{n: b.copy(order="K") for n, b in zip(names, rec[1:])}}
                  for key, rec in self._slots.items()}
-        return {"optimizer": type(self).__name__, "hyperparams": self.hyperparams,
+        return {"optimizer": self._kind(), "hyperparams": self.hyperparams,
                 "state": state}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -204,9 +209,9 @@ class Optimizer:
             raise ValueError("state_dict must be a dict with keys 'optimizer', "
                              "'hyperparams' and 'state', as returned by state_dict()")
         kind = state_dict["optimizer"]
-        if kind != type(self).__name__:
+        if kind != self._kind():
             raise ValueError(f"this state_dict belongs to a {kind} optimizer, not "
-                             f"{type(self).__name__}")
+                             f"{self._kind()}")
         hyper = dict(state_dict["hyperparams"])
         if set(hyper) != set(self._hyper_names):
             raise ValueError(f"hyperparams must have exactly the keys "
@@ -268,6 +273,8 @@ def _init_source(rule):
             f"def _entry(self, *args, **kwargs):\n"
             f"    if args:\n"
             f"        _check_not_params(_rule, args, kwargs)\n"
+            f"    if kwargs:\n"
+            f"        _check_keywords(_rule, kwargs)\n"
             f"    _inner(self, *args, **kwargs)\n")
 
 
@@ -311,9 +318,50 @@ def _check_not_params(rule, args, kwargs):
         f"goes (per-parameter options, torch's param groups, are planned)")
 
 
+# Other libraries' spellings of a hyper-parameter: (keyword, fastoptim's hyper-parameter,
+# how to pass it, whose spelling). The book's ("Deep Learning from Scratch") and Keras'.
+_FOREIGN_KEYWORDS = (
+    ("beta1", "betas", "betas=(beta1, beta2)", "the book's"),
+    ("beta2", "betas", "betas=(beta1, beta2)", "the book's"),
+    ("decay_rate", "alpha", "alpha=decay_rate", "the book's"),
+    ("decay_rate", "rho", "rho=decay_rate", "the book's"),
+    ("beta_1", "betas", "betas=(beta_1, beta_2)", "Keras'"),
+    ("beta_2", "betas", "betas=(beta_1, beta_2)", "Keras'"),
+    ("learning_rate", "lr", "lr=learning_rate", "Keras'"),
+    ("epsilon", "eps", "eps=epsilon", "Keras'"),
+    ("rho", "alpha", "alpha=rho", "Keras'"),
+)
+_OPTION_NAMES = frozenset(o.split("=")[0] for o in _OPTIONS)
+
+
+def _check_keywords(rule, kwargs):
+    """Raise an error that names fastoptim's spelling for a keyword of the book's or
+    Keras' spelling (``Adam(beta1=0.9)``: ``betas=(beta1, beta2)``); any other unknown
+    keyword is left to Python's own error."""
+    names = rule.hyper_names
+    for key in kwargs:
+        if key in names or key in _OPTION_NAMES:
+            continue
+        for foreign, ours, how, whose in _FOREIGN_KEYWORDS:
+            if key == foreign and ours in names:
+                book = ""
+                if rule.class_name in _book_names():
+                    book = (f"; for the book's keywords and defaults use "
+                            f"fastoptim.book.{rule.class_name}")
+                raise TypeError(
+                    f"{rule.class_name}() got an unexpected keyword argument {key!r}: "
+                    f"{key} is {whose} name, fastoptim's (torch.optim's) is {ours}: pass "
+                    f"{how}{book}")
+
+
+def _book_names():
+    from . import book  # the module of the book's classes builds on this one
+    return book.__all__
+
+
 def _make_class(rule, namespace):
     env = {"Optimizer": Optimizer, "_d": rule.defaults, "_rule": rule,
-           "_check_not_params": _check_not_params}
+           "_check_not_params": _check_not_params, "_check_keywords": _check_keywords}
     # compiled under this file's name: warnings from the options point past it
     exec(compile(_init_source(rule), __file__, "exec"), env)  # noqa: S102
     inner, init = env["_inner"], env["_entry"]

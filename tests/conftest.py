@@ -15,9 +15,10 @@ DTYPES = [np.float32, np.float64]
 # default; each includes weight decay (coupled, or decoupled for AdamW).
 HYPER = {
     fo.SGD: dict(lr=0.05, weight_decay=0.01),
-    fo.Momentum: dict(lr=0.03, momentum=0.8, weight_decay=0.01),
+    fo.Momentum: dict(lr=0.03, momentum=0.8, weight_decay=0.01, dampening=0.1),
     fo.Nesterov: dict(lr=0.03, momentum=0.85, weight_decay=0.01),
-    fo.AdaGrad: dict(lr=0.1, eps=1e-8, weight_decay=0.01),
+    fo.AdaGrad: dict(lr=0.1, eps=1e-8, weight_decay=0.01, lr_decay=0.05,
+                     initial_accumulator_value=0.1),
     fo.RMSprop: dict(lr=0.01, alpha=0.9, eps=1e-6, weight_decay=0.01),
     fo.AdaDelta: dict(lr=0.7, rho=0.8, eps=1e-5, weight_decay=0.01),
     fo.Adam: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01),

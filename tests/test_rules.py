@@ -378,3 +378,70 @@ def test_radam_switch_from_the_step_scalars():
     assert {rule.scalars(t, **hyper)[-1] for t in (1, 10, 10**6)} == {0.0}
     # unrectified: step_size is lr/(1 - b1**t), the SGD-with-momentum step on m_hat
     assert rule.scalars(3, **rule.defaults)[-2] == pytest.approx(1e-3 / (1 - 0.9 ** 3))
+
+
+# -- torch.optim's options: Momentum's dampening, AdaGrad's lr_decay and
+# initial_accumulator_value (docs/rules.rst) ----------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_momentum_dampening_by_hand(dtype, backend):
+    # lr = 0.5, momentum = 0.5, dampening = 0.5, g = 1 then 1: torch's buf is g on the
+    # first step (no dampening) and 0.5*buf + 0.5*g after; v = lr*buf
+    o = fo.Momentum(lr=0.5, momentum=0.5, dampening=0.5, backend=backend)
+    p = np.array([1.0, 2.0], dtype=dtype)
+    o.update([p], [np.ones(2, dtype=dtype)])
+    # v = 0.5*1 = 0.5; p = 1 - 0.5, 2 - 0.5
+    assert o.state[0]["velocity"].tolist() == [0.5, 0.5]
+    assert p.tolist() == [0.5, 1.5]
+    o.update([p], [np.ones(2, dtype=dtype)])
+    # v = 0.5*0.5 + 0.5*0.5*1 = 0.5 (buf = 0.5*1 + 0.5*1 = 1, times lr)
+    assert o.state[0]["velocity"].tolist() == [0.5, 0.5]
+    assert p.tolist() == [0.0, 1.0]
+    o.update([p], [np.full(2, 3.0, dtype=dtype)])
+    # v = 0.5*0.5 + 0.25*3 = 1.0
+    assert o.state[0]["velocity"].tolist() == [1.0, 1.0]
+    # dampening 0 is plain momentum, and its scalars do not depend on the step
+    assert not fo.Momentum().rule.is_stepped(fo.Momentum().hyperparams)
+    assert fo.Momentum(dampening=0.5).rule.is_stepped(dict(fo.Momentum().hyperparams,
+                                                           dampening=0.5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_lr_decay_and_initial_accumulator_by_hand(dtype, backend):
+    # lr = 1, lr_decay = 1, eps = 0, G starts at 3: step 1 rate 1/(1+0) = 1, step 2
+    # rate 1/(1+1) = 0.5
+    o = fo.AdaGrad(lr=1.0, eps=0.0, lr_decay=1.0, initial_accumulator_value=3.0,
+                   backend=backend)
+    p = np.array([10.0], dtype=dtype)
+    o.update([p], [np.ones(1, dtype=dtype)])
+    # G = 3 + 1 = 4, p = 10 - 1*1/2
+    assert o.state[0]["sum_sq"].tolist() == [4.0]
+    assert p.tolist() == [9.5]
+    o.update([p], [np.full(1, 3.0, dtype=dtype)])
+    # G = 4 + 9 = 13, p = 9.5 - 0.5*3/sqrt(13)
+    expected = dtype(9.5) - dtype(0.5) * (dtype(3.0) / np.sqrt(dtype(13.0)))
+    assert p[0] == expected
+    # the initial value is where a parameter's state starts, whenever it first steps: a
+    # new one in a later call starts at 3 too (and at its own step 1, rate 1)
+    q = np.array([10.0], dtype=dtype)
+    o.update([p, q], [np.ones(1, dtype=dtype)] * 2)
+    assert o.state[1]["sum_sq"].tolist() == [4.0] and q.tolist() == [9.5]
+
+
+def test_options_that_need_the_step_in_the_functional_form():
+    from fastoptim import functional as F
+
+    p, v = np.ones(3), np.zeros(3)
+    with pytest.raises(TypeError, match=r"momentum\(\) with dampening=0\.5 depends on the "
+                                        r"step number: pass step=t"):
+        F.momentum(p, np.ones(3), v, lr=0.1, dampening=0.5)
+    assert p.tolist() == [1.0] * 3 and v.tolist() == [0.0] * 3
+    F.momentum(p, np.ones(3), v, lr=0.5, dampening=0.5, step=2)  # lr*(1-d)*g = 0.25
+    assert v.tolist() == [0.25] * 3
+    F.momentum(p, np.ones(3), v, lr=0.5)  # no dampening: no step needed
+    with pytest.raises(TypeError, match=r"adagrad\(\) with lr_decay=0\.1 depends"):
+        F.adagrad(p, np.ones(3), np.zeros(3), lr_decay=0.1)
+    with pytest.raises(TypeError, match="initial_accumulator_value"):  # the caller's state
+        F.adagrad(p, np.ones(3), np.zeros(3), initial_accumulator_value=0.1)

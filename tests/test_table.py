@@ -42,7 +42,9 @@ def test_every_layer_has_the_rule(rule):
     # the functional signature: param, grad, the state buffers, then keywords
     fparams = inspect.signature(getattr(functional, rule.name)).parameters
     assert list(fparams)[:2 + len(rule.state)] == ["param", "grad", *rule.state]
-    assert ("step" in fparams) == rule.stepped
+    assert ("step" in fparams) == (rule.stepped or bool(rule.stepped_by))
+    if rule.stepped_by and not rule.stepped:
+        assert fparams["step"].default is None  # needed only with those options
     # the reference and the kernel take the same scalars
     for fn in (getattr(reference, rule.name), getattr(kernels, rule.name)):
         names = [p.name for p in inspect.signature(fn).parameters.values()

@@ -31,6 +31,16 @@ CASES = {
                  lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
     "AdaGrad": (fo.AdaGrad, dict(lr=0.05, weight_decay=0.01),
                 lambda ps: torch.optim.Adagrad(ps, lr=0.05, weight_decay=0.01)),
+    # torch.optim's options on these rules
+    "Momentum-dampening": (fo.Momentum, dict(lr=0.05, momentum=0.9, dampening=0.5,
+                                             weight_decay=0.01),
+                           lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9,
+                                                      dampening=0.5, weight_decay=0.01)),
+    "AdaGrad-lr_decay-initial": (
+        fo.AdaGrad, dict(lr=0.05, lr_decay=0.1, initial_accumulator_value=0.1,
+                         weight_decay=0.01),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.05, lr_decay=0.1,
+                                       initial_accumulator_value=0.1, weight_decay=0.01)),
     "RMSprop": (fo.RMSprop, dict(lr=0.01, alpha=0.9),
                 lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9)),
     "AdaDelta": (fo.AdaDelta, dict(lr=1.0, rho=0.9),
@@ -93,7 +103,9 @@ class LionOracle(torch.optim.Optimizer):
 # is off by 2e-10 after ten steps; fastoptim's product is float64 (docs/rules.rst). Mistakes
 # (float32): NAdam with momentum_decay 4e-3 instead of 0.01 differs by 4.4e-5, Adamax with beta2
 # 0.999 instead of 0.99 by 2.4e-3, RAdam against plain Adam by 9.5e-2, Lion without its weight
-# decay by 4.0e-4.
+# decay by 4.0e-4. torch's options: Momentum with dampening 3.0e-8 / 2.8e-17, AdaGrad with
+# lr_decay and initial_accumulator_value 1.5e-8 / 2.8e-17; mistakes (float32): dampening
+# ignored 7.4e-2, lr_decay ignored 1.7e-2, the initial accumulator ignored 2.1e-1.
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
 
 

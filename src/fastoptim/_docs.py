@@ -49,6 +49,14 @@ STEP = """\
 step : int
     The number of this step for this parameter, counting from 1 (bias correction)."""
 
+
+def step_by_entry(rule):
+    names = " or ".join(f"``{n}``" for n in rule.stepped_by)
+    return (f"step : int, optional\n    The number of this step for this parameter, "
+            f"counting from 1; needed only when {names} is not 0 (then the step's "
+            f"scalars depend on it).")
+
+
 RETURNS_NONE = """\
 Returns
 -------
@@ -122,7 +130,9 @@ def functional_doc(rule):
     params = [PARAM, GRAD] + [state_entry(rule, n) for n in rule.state]
     if rule.stepped:
         params.append(STEP)
-    params += [hyper_entry(h) for h in rule.hyper]
+    elif rule.stepped_by:
+        params.append(step_by_entry(rule))
+    params += [hyper_entry(h) for h in rule.functional_hyper]
     params += [NUM_THREADS_FUNCTIONAL, BACKEND]
     parts.append("Parameters\n----------\n" + "\n".join(params))
     parts.append(RETURNS_NONE)

@@ -113,9 +113,12 @@ def _scalar_what(value):
     return f"a Python {t.__name__}" if t in (float, int) else f"a NumPy {t.__name__} scalar"
 
 
-def new_record(param, names, step=0):
-    """A state record for ``param``: ``step`` steps taken, zero buffers."""
-    return [np.array(step, dtype=np.int64)] + [np.zeros_like(param) for _ in names]
+def new_record(param, names, step=0, init=None):
+    """A state record for ``param``: ``step`` steps taken, buffers of zeros (or of the
+    values ``init``, one per buffer; ``Rule.initial_values``)."""
+    if init is None or not any(init):
+        return [np.array(step, dtype=np.int64)] + [np.zeros_like(param) for _ in names]
+    return [np.array(step, dtype=np.int64)] + [np.full_like(param, v) for v in init]
 
 
 # ---------------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ def _check_state_aliasing(names, bufs, p):
                                  "state buffer its own array (np.zeros_like(param))")
 
 
-def _prepare(rule, params, grads, slots, positions, naming, target=None):
+def _prepare(rule, params, grads, slots, positions, naming, target=None, init=None):
     """The Python path for the positions the fast path did not take: raise the error for
     bad input, else return (params, grads, staged, rebind): new containers (the caller's
     are never changed) with base-class views and safe gradients at those positions, the
@@ -202,7 +205,8 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None):
     held in place of an array (see :func:`scalar_box`; the optimizer classes only) its
     (key, 0-d array, type): the array is what the step updates, and the new value is
     rebound into ``target`` (the caller's container, default ``params``) only once the
-    step has run."""
+    step has run. New records start at ``init`` (one value per buffer; zeros by
+    default)."""
     is_dict = isinstance(params, dict)
     keys = list(params) if is_dict else range(len(params))
     p2 = dict(params) if is_dict else list(params)
@@ -231,7 +235,7 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None):
             g = _core.check_grad(naming.grad(key), g2[key], p, order)
             record = slots.get(key)
             if record is None:
-                record = new_record(p, names)
+                record = new_record(p, names, init=init)
             else:
                 record = _fit_owned(key, record, p, order, names)
             _check_state_aliasing(names, record[1:], p)
@@ -358,7 +362,7 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     rebind = ()
     if rejected:
         params, grads, staged, rebind = _prepare(rule, params, grads, slots, rejected,
-                                                 naming, target)
+                                                 naming, target, rule.initial_values(hyper))
     use = slots
     if staged:
         plan.clear()  # positions now map to records that are not (yet) in ``slots``

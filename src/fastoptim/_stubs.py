@@ -123,7 +123,9 @@ def functional(rules):
         args = ["param: ArrayIn", "grad: ArrayIn", *(f"{n}: ArrayIn" for n in r.state), "*"]
         if r.stepped:
             args.append("step: int")
-        args += [f"{h.name}: {_py_type(h)} = {h.default!r}" for h in r.hyper]
+        elif r.stepped_by:
+            args.append("step: int | None = None")
+        args += [f"{h.name}: {_py_type(h)} = {h.default!r}" for h in r.functional_hyper]
         args += ["num_threads: int | None = None", 'backend: Backend = "compiled"']
         out.append(f"\ndef {r.name}({', '.join(args)}) -> None: ...\n")
     return "".join(out)

@@ -96,6 +96,14 @@ class BookOptimizer(Optimizer):
     def _kind(cls):
         return f"book.{cls.__name__}"
 
+    def _init(self, *, num_threads, backend, skip_nonfinite, **given):
+        """Optimizer.__init__ with the book's arguments ``given`` and, for every other
+        hyper-parameter of the rule, the book rule's default (0 weight decay, the book's
+        eps, no torch-only option)."""
+        Optimizer.__init__(self, **{**self.rule.defaults, **given},
+                           num_threads=num_threads, backend=backend,
+                           skip_nonfinite=skip_nonfinite)
+
     def __repr__(self):
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._book_args)
         return f"fastoptim.book.{type(self).__name__}({args})"
@@ -127,8 +135,8 @@ class SGD(BookOptimizer):
 
     def __init__(self, lr: float = 0.01, *, num_threads: int | None = None,
                  backend: Backend = "compiled", skip_nonfinite: bool = False) -> None:
-        Optimizer.__init__(self, lr=lr, weight_decay=0.0, num_threads=num_threads,
-                           backend=backend, skip_nonfinite=skip_nonfinite)
+        self._init(lr=lr, num_threads=num_threads, backend=backend,
+                   skip_nonfinite=skip_nonfinite)
 
 
 class Momentum(BookOptimizer):
@@ -140,9 +148,8 @@ class Momentum(BookOptimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, *,
                  num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False) -> None:
-        Optimizer.__init__(self, lr=lr, momentum=momentum, weight_decay=0.0,
-                           num_threads=num_threads, backend=backend,
-                           skip_nonfinite=skip_nonfinite)
+        self._init(lr=lr, momentum=momentum, num_threads=num_threads, backend=backend,
+                   skip_nonfinite=skip_nonfinite)
 
 
 class Nesterov(Momentum):
@@ -163,8 +170,8 @@ class AdaGrad(BookOptimizer):
 
     def __init__(self, lr: float = 0.01, *, num_threads: int | None = None,
                  backend: Backend = "compiled", skip_nonfinite: bool = False) -> None:
-        Optimizer.__init__(self, lr=lr, eps=EPS, weight_decay=0.0, num_threads=num_threads,
-                           backend=backend, skip_nonfinite=skip_nonfinite)
+        self._init(lr=lr, num_threads=num_threads, backend=backend,
+                   skip_nonfinite=skip_nonfinite)
 
 
 class RMSprop(BookOptimizer):
@@ -181,9 +188,8 @@ class RMSprop(BookOptimizer):
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, *,
                  num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False) -> None:
-        Optimizer.__init__(self, lr=lr, alpha=decay_rate, eps=EPS, weight_decay=0.0,
-                           num_threads=num_threads, backend=backend,
-                           skip_nonfinite=skip_nonfinite)
+        self._init(lr=lr, alpha=decay_rate, num_threads=num_threads, backend=backend,
+                   skip_nonfinite=skip_nonfinite)
 
 
 class Adam(BookOptimizer):
@@ -206,9 +212,8 @@ class Adam(BookOptimizer):
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, *,
                  num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False) -> None:
-        Optimizer.__init__(self, lr=lr, betas=(beta1, beta2), eps=EPS, weight_decay=0.0,
-                           num_threads=num_threads, backend=backend,
-                           skip_nonfinite=skip_nonfinite)
+        self._init(lr=lr, betas=(beta1, beta2), num_threads=num_threads, backend=backend,
+                   skip_nonfinite=skip_nonfinite)
 
 
 _setup(SGD, _book_rule("sgd", formula="p <- p - lr*g", lr=0.01))

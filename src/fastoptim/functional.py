@@ -42,8 +42,15 @@ def _run(rule, param, grad, state, step, num_threads, backend, hyper):
     pacer = None
     if nt == 0 and engine is _engine.COMPILED and _threading.adaptive:
         pacer = True  # the pacer keyed by this parameter decides: serial or parallel
-    step = _core.check_step(step)
     hyper = rule.check(**hyper)
+    if step is None:  # a rule stepped only by some hyper-parameters (rules.Rule.stepped_by)
+        if rule.is_stepped(hyper):
+            given = ", ".join(f"{n}={hyper[n]!r}" for n in rule.stepped_by if hyper[n])
+            raise TypeError(f"{rule.name}() with {given} depends on the step number: pass "
+                            f"step=t (this update's number for the parameter, counting "
+                            f"from 1)")
+        step = 1
+    step = _core.check_step(step)
     scalars = {step: rule.scalars(step, **hyper)}
     slots = {0: [np.array(step - 1, dtype=np.int64), *state]}
     _engine.step(engine, rule, [param], [grad], slots, scalars, hyper, nt=nt, cache=[],
@@ -57,12 +64,18 @@ def _function_source(rule):
     args = ["param", "grad", *rule.state, "*"]
     if rule.stepped:
         args.append("step")
-    args += [f"{h.name}=_d[{h.name!r}]" for h in rule.hyper]
+    elif rule.stepped_by:
+        args.append("step=None")
+    taken = rule.functional_hyper
+    args += [f"{h.name}=_d[{h.name!r}]" for h in taken]
     args += ["num_threads=None", "backend='compiled'"]
     state = "".join(f"{n}, " for n in rule.state)
-    hyper = ", ".join(f"{h.name!r}: {h.name}" for h in rule.hyper)
+    # a state buffer's initial value is the caller's to set: its default goes in
+    hyper = ", ".join(f"{h.name!r}: {h.name if h in taken else f'_d[{h.name!r}]'}"
+                      for h in rule.hyper)
     return (f"def {rule.name}({', '.join(args)}):\n"
-            f"    _run(_rule, param, grad, ({state}), {'step' if rule.stepped else '1'}, "
+            f"    _run(_rule, param, grad, ({state}), "
+            f"{'step' if rule.stepped or rule.stepped_by else '1'}, "
             f"num_threads, backend, {{{hyper}}})\n")
 
 

@@ -157,6 +157,8 @@ class Optimizer:
         if stepper is None:  # step -> scalars, for the current hyper-parameters
             stepper = self.rule.step_scalars(**self._hyper)
             object.__setattr__(self, "_stepper", stepper)
+            # per instance: an option such as AdaGrad's lr_decay makes scalars stepped
+            object.__setattr__(self, "_stepped", self.rule.is_stepped(self._hyper))
             object.__setattr__(self, "_fixed_scalars", None if self._stepped else stepper(1))
         if self._stepped:
             scalars = self._scalar_cache

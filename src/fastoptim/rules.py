@@ -164,8 +164,33 @@ def _momentum_scalars(*, lr, momentum, weight_decay):
     return _constant(lr, momentum, weight_decay)
 
 
-def _lr_eps_wd(*, lr, eps, weight_decay):
-    return _constant(lr, eps, weight_decay)
+# Momentum with torch's dampening: torch keeps buf <- momentum*buf + (1-dampening)*g and
+# steps lr*buf, but its first step sets buf <- g (no dampening). In the lr-scaled
+# velocity: the gradient's coefficient (the kernel's ``lr``) is lr on a parameter's
+# first step and lr*(1-dampening) after, so with dampening the scalars depend on the
+# step (``Rule.stepped_by``).
+
+def _dampened_momentum_scalars(*, lr, momentum, dampening, weight_decay):
+    if dampening == 0.0:
+        return _constant(lr, momentum, weight_decay)
+    first, later = (lr, momentum, weight_decay), (lr * (1.0 - dampening), momentum,
+                                                   weight_decay)
+
+    def at(step):
+        return first if step == 1 else later
+    return at
+
+
+# AdaGrad with torch's lr_decay: the step's rate is lr/(1 + (t-1)*lr_decay), computed
+# here as torch computes it; with lr_decay the scalars depend on the step.
+
+def _adagrad_scalars(*, lr, eps, weight_decay, lr_decay, initial_accumulator_value):
+    if lr_decay == 0.0:
+        return _constant(lr, eps, weight_decay)
+
+    def at(step):
+        return (lr / (1.0 + (step - 1) * lr_decay), eps, weight_decay)
+    return at
 
 
 def _rmsprop_scalars(*, lr, alpha, eps, weight_decay):
@@ -323,7 +348,11 @@ class Rule(_Row):
     root and a division; it picks the serial threshold), ``stepped`` (the scalars depend
     on the step, e.g. bias correction), ``base`` (the class this rule's class derives
     from), ``notes`` (more of the class docstring), ``torch`` ((torch.optim class, extra
-    keywords): the equivalent).
+    keywords): the equivalent), ``stepped_by`` (hyper-parameters that make a rule's
+    scalars depend on the step when they are not zero, e.g. AdaGrad's ``lr_decay``:
+    then the optimizer and the functional form take the step as for a stepped rule),
+    ``state_init`` (per state buffer, the hyper-parameter holding its initial value, or
+    None for zero; e.g. AdaGrad's ``initial_accumulator_value``).
     """
 
     _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),
@@ -331,7 +360,7 @@ class Rule(_Row):
                ("hyper", _REQUIRED), ("positional", _REQUIRED),
                ("step_scalars", _REQUIRED), ("scalar_names", _REQUIRED),
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
-               ("torch", ()))
+               ("torch", ()), ("stepped_by", ()), ("state_init", None))
 
     @property
     def id(self):
@@ -344,6 +373,24 @@ class Rule(_Row):
     @property
     def defaults(self):
         return {h.name: h.default for h in self.hyper}
+
+    @property
+    def functional_hyper(self):
+        """The hyper-parameters the functional form takes: all but those that only set
+        a state buffer's initial value (its caller makes the state)."""
+        skip = set(self.state_init or ())
+        return tuple(h for h in self.hyper if h.name not in skip)
+
+    def is_stepped(self, hyper):
+        """Whether the scalars of these hyper-parameters depend on the step."""
+        return self.stepped or any(hyper[n] != 0 for n in self.stepped_by)
+
+    def initial_values(self, hyper):
+        """The value each state buffer starts at (zeros unless ``state_init`` names a
+        hyper-parameter), for these hyper-parameters."""
+        if self.state_init is None:
+            return (0.0,) * len(self.state)
+        return tuple(0.0 if n is None else hyper[n] for n in self.state_init)
 
     def scalars(self, step, **hyper):
         """The kernel scalars of step ``step`` (counting from 1) for these (checked)
@@ -368,12 +415,18 @@ RULES = (
     Rule("momentum", "Momentum", "SGD with momentum (the velocity holds lr-scaled steps).",
          "v <- momentum*v + lr*g ; p <- p - v",
          ("velocity",), {"velocity": "the velocity ``v``"},
-         (_lr(1e-3), _MOMENTUM, _COUPLED_DECAY), 2, _momentum_scalars,
+         (_lr(1e-3), _MOMENTUM, _COUPLED_DECAY,
+          Hyper("dampening", 0.0, check_unit_closed,
+                "torch.optim's dampening: from a parameter's second step on, the "
+                "gradient enters the velocity as ``lr*(1-dampening)*g`` (its first "
+                "step adds ``lr*g``, as torch).")), 2, _dampened_momentum_scalars,
          ("lr", "momentum", "weight_decay"), "light",
          notes="``v`` holds lr-scaled steps, so a later change of ``lr`` leaves the "
                "stored velocity as it was (old steps keep their learning rate; "
-               "torch.optim's ``SGD(momentum=...)`` agrees while ``lr`` is constant).",
-         torch=("SGD", {"momentum": 0.9})),
+               "torch.optim's ``SGD(momentum=...)`` agrees while ``lr`` is constant). "
+               "With ``dampening`` the kernel's ``lr`` scalar is the gradient's "
+               "coefficient of the step, ``lr`` or ``lr*(1-dampening)``.",
+         torch=("SGD", {"momentum": 0.9}), stepped_by=("dampening",)),
     Rule("nesterov", "Nesterov", "Nesterov accelerated gradient (NAG), look-ahead form.",
          "v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)",
          ("velocity",), {"velocity": "the velocity ``v``"},
@@ -388,8 +441,15 @@ RULES = (
          "gradients.", "G <- G + g*g ; p <- p - lr*g / (sqrt(G) + eps)",
          ("sum_sq",), {"sum_sq": "the running sum ``G`` of squared gradients"},
          (_lr(1e-2), _eps(1e-10, "Added to ``sqrt(G)`` (outside the root, as "
-                                 "torch.optim)."), _COUPLED_DECAY), 1,
-         _lr_eps_wd, ("lr", "eps", "weight_decay"), "heavy", torch=("Adagrad", {})),
+                                 "torch.optim)."), _COUPLED_DECAY,
+          Hyper("lr_decay", 0.0, check_nonneg,
+                "torch.optim's learning-rate decay: step ``t`` uses "
+                "``lr/(1 + (t-1)*lr_decay)``."),
+          Hyper("initial_accumulator_value", 0.0, check_nonneg,
+                "The value ``G`` starts at (torch.optim's; 0 in the paper).")), 1,
+         _adagrad_scalars, ("lr", "eps", "weight_decay"), "heavy", torch=("Adagrad", {}),
+         notes="With ``lr_decay`` the kernel's ``lr`` scalar is the step's rate.",
+         stepped_by=("lr_decay",), state_init=("initial_accumulator_value",)),
     Rule("rmsprop", "RMSprop", "RMSprop: per-element rates from a running average of "
          "squared gradients.", "E <- alpha*E + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(E) + eps)",
          ("square_avg",), {"square_avg": "the running average ``E`` of squared gradients"},

@@ -163,13 +163,15 @@ def test_functional_api_matches_classes(cls):
     p_cls = {"w": rng.standard_normal(100).astype(np.float64)}
     p_fun = p_cls["w"].copy()
     names = fo._core.RULES[rule][0]
-    state = [np.zeros_like(p_fun) for _ in names]
+    # the caller makes the state: at the values the class starts it at
+    state = [np.full_like(p_fun, v) for v in cls.rule.initial_values(cls.rule.check(**hyper))]
+    taken = [h.name for h in cls.rule.functional_hyper]
     opt = cls(**hyper)
     for step in range(1, STEPS + 1):
         g = rng.standard_normal(100)
         opt.update(p_cls, {"w": g})
-        kw = dict(hyper)
-        if cls.rule.stepped:
+        kw = {n: v for n, v in hyper.items() if n in taken}
+        if cls.rule.stepped or cls.rule.stepped_by:
             kw["step"] = step
         getattr(F, rule)(p_fun, g, *state, **kw)
     assert_same(p_fun, p_cls["w"])

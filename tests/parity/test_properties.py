@@ -57,6 +57,10 @@ HYPER = {
     "eps": st.one_of(st.sampled_from([1e-8, 0.0, 1e-6]), st.floats(0.0, 1.0)),
     "betas": st.tuples(_unit_open, _unit_open),
     "momentum_decay": st.one_of(st.sampled_from([4e-3, 0.0, 1.0]), st.floats(0.0, 100.0)),
+    "dampening": _unit_closed,
+    "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
+    "initial_accumulator_value": st.one_of(st.sampled_from([0.0, 0.1, 1.0]),
+                                           st.floats(0.0, 10.0)),
 }
 
 
@@ -305,8 +309,9 @@ def test_functional_compiled_equals_reference(cls, data, thresholds):
     cls, hyper, param, state, grad, step, num_threads, light = data.draw(functional_case(cls))
     thresholds(light, light)
     fn = getattr(F, cls._rule)
-    kwargs = dict(hyper)
-    if cls.rule.stepped:
+    names = [h.name for h in cls.rule.functional_hyper]  # not the state's initial values
+    kwargs = {n: v for n, v in hyper.items() if n in names}
+    if cls.rule.stepped or cls.rule.stepped_by:
         kwargs["step"] = step
     results = []
     for backend in ("compiled", "numpy"):

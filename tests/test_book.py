@@ -307,7 +307,7 @@ def test_torch_style_constructor_call(call, shown):
     assert msg.startswith("fastoptim optimizers take the parameters in "
                           "update(params, grads), not in the constructor")
     assert f"use opt = {shown} and call opt.update(params, grads)" in msg
-    assert "param groups, are planned" in msg
+    assert "param groups, pass groups=[{'params': [...], 'lr': ...}]" in msg
 
 
 def test_constructor_calls_that_work_still_work():
@@ -323,4 +323,4 @@ def test_constructor_calls_that_work_still_work():
             fo.Adam(bad)
     assert str(inspect.signature(fo.Momentum)) == (
         "(lr=0.001, momentum=0.9, *, weight_decay=0.0, dampening=0.0, num_threads=None, "
-        "backend='compiled', skip_nonfinite=False)")
+        "backend='compiled', skip_nonfinite=False, groups=None)")

@@ -35,7 +35,7 @@ def test_every_layer_has_the_rule(rule):
     # first `positional` of them positional, then the shared options
     params = list(inspect.signature(cls).parameters.values())
     assert [p.name for p in params] == [*rule.hyper_names, "num_threads", "backend",
-                                        "skip_nonfinite"]
+                                        "skip_nonfinite", "groups"]
     for i, (p, h) in enumerate(zip(params, rule.hyper)):
         assert p.default == h.default
         assert p.kind == (p.POSITIONAL_OR_KEYWORD if i < rule.positional else p.KEYWORD_ONLY)

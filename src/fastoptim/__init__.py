@@ -12,9 +12,10 @@ True
 Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
 pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``
 (:func:`clip_grad_norm` and its reference), ``fastoptim.schedules`` (learning-rate
-schedules). The training toolkit and the demos live apart, in ``fastoptim.demo``
-(``fastoptim.demo.nn``, ``fastoptim.demo.datasets``), which ``import fastoptim`` does not
-import.
+schedules), ``fastoptim.groups`` (parameter groups), ``fastoptim.book`` (the classes of
+"Deep Learning from Scratch", with its names and defaults). The training toolkit and
+the demos live apart, in ``fastoptim.demo`` (``fastoptim.demo.nn``,
+``fastoptim.demo.datasets``), which ``import fastoptim`` does not import.
 """
 
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from . import _threading
 
 _threading.configure()
 
-from . import _clip, _dispatch, clip, functional, reference, rules, schedules  # noqa: E402
+from . import _clip, _dispatch, clip, functional, groups, reference, rules, schedules  # noqa: E402
 from ._dispatch import kernels as _kernels  # noqa: E402
 from ._threading import set_threading  # noqa: E402
 from ._typing import Config  # noqa: E402
@@ -37,7 +38,7 @@ from .optimizers import __all__ as _optimizer_names  # noqa: E402
 
 _threading.finish()
 
-__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "clip",
+__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "clip", "groups",
            "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
            "set_threading", "save", "load", "__version__"]
 

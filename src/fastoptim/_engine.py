@@ -38,6 +38,7 @@ from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 import numpy as np
 
 from . import _core, reference, rules
+from . import groups as _groups_mod
 from ._dispatch import kernels as _kernels
 
 
@@ -197,7 +198,8 @@ def _check_state_aliasing(names, bufs, p):
                                  "state buffer its own array (np.zeros_like(param))")
 
 
-def _prepare(rule, params, grads, slots, positions, naming, target=None, init=None):
+def _prepare(rule, params, grads, slots, positions, naming, target=None, init=None,
+             groups=None):
     """The Python path for the positions the fast path did not take: raise the error for
     bad input, else return (params, grads, staged, rebind): new containers (the caller's
     are never changed) with base-class views and safe gradients at those positions, the
@@ -206,7 +208,8 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None, init=No
     (key, 0-d array, type): the array is what the step updates, and the new value is
     rebound into ``target`` (the caller's container, default ``params``) only once the
     step has run. New records start at ``init`` (one value per buffer; zeros by
-    default)."""
+    default), or with ``groups`` (a :class:`fastoptim.groups.GroupTable`) in the group
+    the parameter joins, at that group's initial values."""
     is_dict = isinstance(params, dict)
     keys = list(params) if is_dict else range(len(params))
     p2 = dict(params) if is_dict else list(params)
@@ -235,7 +238,12 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None, init=No
             g = _core.check_grad(naming.grad(key), g2[key], p, order)
             record = slots.get(key)
             if record is None:
-                record = new_record(p, names, init=init)
+                if groups is None:
+                    record = new_record(p, names, init=init)
+                else:
+                    grp = groups.resolve(key, p)
+                    record = new_record(p, names, step=grp * _groups_mod.STRIDE,
+                                        init=groups.initial_values(grp))
             else:
                 record = _fit_owned(key, record, p, order, names)
             _check_state_aliasing(names, record[1:], p)
@@ -347,11 +355,12 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
 
 
 def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming,
-           target=None):
+           target=None, groups=None):
     """The rest of :func:`step` after ``engine.fast`` returned ``result``, a pair
     (rejected positions or None, missing steps). ``target`` is the caller's container
     when ``params`` is a copy of it (numbers held in place of arrays are rebound there
-    after the step); by default ``params`` itself."""
+    after the step); by default ``params`` itself. ``groups``: the optimizer's
+    parameter groups (then ``scalars`` is keyed by step box values, group and step)."""
     rejected, missing = result
     plan = args[2]
     params_in = params
@@ -362,7 +371,8 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     rebind = ()
     if rejected:
         params, grads, staged, rebind = _prepare(rule, params, grads, slots, rejected,
-                                                 naming, target, rule.initial_values(hyper))
+                                                 naming, target, rule.initial_values(hyper),
+                                                 groups)
     use = slots
     if staged:
         plan.clear()  # positions now map to records that are not (yet) in ``slots``
@@ -378,7 +388,8 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     if type(scalars) is dict:  # else one tuple for every step
         for s in need:
             if s not in scalars:
-                scalars[s] = rule.scalars(s, **hyper)
+                scalars[s] = (rule.scalars(s, **hyper) if groups is None
+                              else groups.scalars_at(s))
     result = engine.run(rule.id, params, grads, use, scalars, *args)
     if result is True:
         if staged:

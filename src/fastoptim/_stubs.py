@@ -67,10 +67,10 @@ def kernels(rules):
 
 
 OPTIMIZER_BASE = '''
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import rules
+from . import groups, rules
 from ._typing import Backend, Grads, Params, StateDict
 
 __all__ = ["Optimizer", {names}]
@@ -82,9 +82,13 @@ class Optimizer:
     skip_nonfinite: bool
     skipped_steps: int
     def __init__(self, *, num_threads: int | None = None, backend: Backend = "compiled",
-                 skip_nonfinite: bool = False, **hyper: Any) -> None: ...
+                 skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None,
+                 **hyper: Any) -> None: ...
     @property
     def hyperparams(self) -> dict[str, Any]: ...
+    @property
+    def param_groups(self) -> list[groups.Group]: ...
     @property
     def state(self) -> dict[Any, dict[str, Any]]: ...
     def update(self, params: Params, grads: Grads) -> bool: ...
@@ -109,7 +113,8 @@ def optimizers(rules):
         if len(r.hyper) == r.positional:
             args.append("*")
         args += ["num_threads: int | None = None", 'backend: Backend = "compiled"',
-                 "skip_nonfinite: bool = False"]
+                 "skip_nonfinite: bool = False",
+                 "groups: Sequence[Mapping[str, Any]] | None = None"]
         out.append(f"\nclass {r.class_name}({base}):\n{attrs}"
                    f"    def __init__({', '.join(args)}) -> None: ...\n")
     return "".join(out)

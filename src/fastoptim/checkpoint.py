@@ -61,13 +61,16 @@ import zipfile
 import numpy as np
 
 from . import _core, book, optimizers, rules
+from . import groups as _groups
 from ._version import __version__
 from .optimizers import Optimizer
 
 __all__ = ["save", "load", "read_state_dict", "CheckpointError"]
 
 FORMAT = "fastoptim-checkpoint"
-VERSION = 1
+# 1: the format; 2: with parameter groups (a "groups" field and each parameter's
+# "group"). An optimizer without groups is written as version 1, so older readers load it.
+VERSION = 2
 # the registry: every class of the rule table and of fastoptim.book, by the name a
 # checkpoint stores
 CLASSES = {r.class_name: getattr(optimizers, r.class_name) for r in rules.RULES}
@@ -109,8 +112,12 @@ def _pack(optimizer):
         raise TypeError(f"cannot save a {kind}: checkpoints hold the built-in optimizer "
                         f"classes ({', '.join(CLASSES)}); save its state_dict() yourself")
     names = _core.RULES[optimizer._rule][0]
-    hyper = {n: (list(v) if isinstance(v, tuple) else v)
-             for n, v in optimizer.hyperparams.items()}
+
+    def plain(values):
+        return {n: (list(v) if isinstance(v, tuple) else v) for n, v in values.items()}
+
+    hyper = plain(optimizer.hyperparams)
+    grouped = optimizer._groups is not None
     entries, arrays = [], {}
     for i, (key, st) in enumerate(optimizer.state.items()):
         key, key_type = _key_entry(key)
@@ -120,13 +127,17 @@ def _pack(optimizer):
                  "shape": list(first.shape) if names else None,
                  "dtype": str(first.dtype) if names else None,
                  "buffers": {}}
+        if grouped:
+            entry["group"] = st["group"]
         for n, b in bufs.items():
             member = f"p{i}.{n}"
             entry["buffers"][n] = member
             arrays[member] = b
         entries.append(entry)
-    header = {"format": FORMAT, "version": VERSION, "fastoptim": __version__,
+    header = {"format": FORMAT, "version": 2 if grouped else 1, "fastoptim": __version__,
               "optimizer": kind, "hyperparams": hyper, "params": entries}
+    if grouped:
+        header["groups"] = [plain(o) for o in optimizer._groups.overrides()]
     return header, arrays
 
 
@@ -259,6 +270,8 @@ def _check_header(path, header):
     if version < 1:
         _fail(path, f"bad format version {version!r}")
     expected = {"format", "version", "fastoptim", "optimizer", "hyperparams", "params"}
+    if version >= 2:
+        expected.add("groups")
     if set(header) != expected:
         _fail(path, f"its header has the fields {sorted(header)}, expected "
                     f"{sorted(expected)}")
@@ -267,6 +280,9 @@ def _check_header(path, header):
         _fail(path, f"unknown optimizer {kind!r} (known: {', '.join(CLASSES)})")
     if not isinstance(header["hyperparams"], dict) or not isinstance(header["params"], list):
         _fail(path, "'hyperparams' must be an object and 'params' a list")
+    if version >= 2 and not (isinstance(header["groups"], list)
+                             and all(isinstance(g, dict) for g in header["groups"])):
+        _fail(path, "'groups' must be a list of objects")
     return CLASSES[kind]
 
 
@@ -301,12 +317,15 @@ def read_state_dict(path):
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 _fail(path, f"its header is not JSON ({exc})")
             cls = _check_header(path, header)
+            grouped = header["version"] >= 2
             names = _core.RULES[cls._rule][0]
             expected_members = {_HEADER}
             state = {}
             for i, entry in enumerate(header["params"]):
-                if not isinstance(entry, dict) or set(entry) != {
-                        "key", "key_type", "step", "shape", "dtype", "buffers"}:
+                fields = {"key", "key_type", "step", "shape", "dtype", "buffers"}
+                if grouped:
+                    fields.add("group")
+                if not isinstance(entry, dict) or set(entry) != fields:
                     _fail(path, f"parameter entry {i} is malformed")
                 key, key_type = entry["key"], entry["key_type"]
                 if not ((key_type == "str" and isinstance(key, str))
@@ -324,6 +343,12 @@ def read_state_dict(path):
                     _fail(path, f"parameter {key!r} has state {sorted(buffers)} but a "
                                 f"{cls.__name__} keeps {sorted(names)}")
                 st = {"step": step}
+                if grouped:
+                    group = entry["group"]
+                    if (not isinstance(group, int) or isinstance(group, bool)
+                            or not 0 <= group <= len(header["groups"])):
+                        _fail(path, f"parameter {key!r} has a bad group {group!r}")
+                    st["group"] = group
                 for n in names:
                     member = buffers[n]
                     if not isinstance(member, str) or member not in members:
@@ -354,9 +379,14 @@ def read_state_dict(path):
         _fail(path, f"it is truncated or corrupted ({type(exc).__name__}: {exc})")
     except (ValueError, KeyError) as exc:  # e.g. a member holding pickled objects
         _fail(path, f"{type(exc).__name__}: {exc}")
-    hyper = {n: (tuple(v) if isinstance(v, list) else v)
-             for n, v in header["hyperparams"].items()}
-    return {"optimizer": header["optimizer"], "hyperparams": hyper, "state": state}
+    def native(values):
+        return {n: (tuple(v) if isinstance(v, list) else v) for n, v in values.items()}
+
+    out = {"optimizer": header["optimizer"], "hyperparams": native(header["hyperparams"]),
+           "state": state}
+    if grouped:
+        out["groups"] = [native(g) for g in header["groups"]]
+    return out
 
 
 def load(path, *, num_threads=None, backend="compiled", skip_nonfinite=False):
@@ -374,8 +404,11 @@ def load(path, *, num_threads=None, backend="compiled", skip_nonfinite=False):
     inconsistent file, with nothing built.
     """
     sd = read_state_dict(path)
+    extra = {}
+    if "groups" in sd:  # the saved groups; their parameters keep them through the state
+        extra["groups"] = _groups.saved_groups(sd["groups"])
     opt = CLASSES[sd["optimizer"]](num_threads=num_threads, backend=backend,
-                                   skip_nonfinite=skip_nonfinite)
+                                   skip_nonfinite=skip_nonfinite, **extra)
     try:
         opt.load_state_dict(sd)
     except (TypeError, ValueError) as exc:  # e.g. a hyper-parameter out of range

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _docs, _engine, _threading, rules
+from . import groups as _groups_mod
 from ._dispatch import kernels as _kernels
 from ._typing import Backend, Grads, Params, StateDict
 
@@ -47,15 +48,18 @@ class Optimizer:
     _hyper_names: tuple = ()
 
     def __init__(self, *, num_threads: int | None = None, backend: Backend = "compiled",
-                 skip_nonfinite: bool = False, **hyper: Any) -> None:
+                 skip_nonfinite: bool = False, groups: Any = None, **hyper: Any) -> None:
         object.__setattr__(self, "_scalar_cache", {})
         object.__setattr__(self, "_stepper", None)
+        object.__setattr__(self, "_groups", None)
         self.num_threads = num_threads
         self.backend = backend
         self.skip_nonfinite = bool(skip_nonfinite)
         self.skipped_steps = 0
         for name in self._hyper_names:
             setattr(self, name, hyper[name])
+        if groups is not None and (not hasattr(groups, "__len__") or len(groups)):
+            object.__setattr__(self, "_groups", _groups_mod.GroupTable(self, groups))
         self._slots = {}
         self._overlap_cache = []
         self._plan = []  # update_many's [keys, records] of the last call; [] = unknown
@@ -74,6 +78,8 @@ class Optimizer:
             value = self.rule.check(**{name: value})[name]
             self._scalar_cache.clear()  # the step scalars depend on it
             object.__setattr__(self, "_stepper", None)
+            if self.__dict__.get("_groups") is not None:
+                self._groups.changed()  # groups without their own value follow it
             self.__dict__.setdefault("_hyper", {})[name] = value
         elif name == "num_threads":
             object.__setattr__(self, "_nt", _core.check_num_threads(value))
@@ -102,12 +108,33 @@ class Optimizer:
         return dict(self._hyper)
 
     @property
+    def param_groups(self):
+        """The parameter groups (:mod:`fastoptim.groups`): group 0, the optimizer's own
+        hyper-parameters, then one per entry of ``groups``."""
+        table = self._groups
+        if table is None:
+            return _groups_mod.GroupTable(self, []).groups
+        return list(table.groups)
+
+    def _step_of(self, record):
+        """(steps, group) of a state record."""
+        return _groups_mod.split(int(record[0]))[::-1]
+
+    @property
     def state(self):
-        """Per parameter key: ``{"step": int, <state name>: array, ...}``. The arrays are
-        the live state buffers; the dicts are made for each access."""
+        """Per parameter key: ``{"step": int, <state name>: array, ...}`` (and
+        ``"group"``, its group's index, with ``groups``). The arrays are the live state
+        buffers; the dicts are made for each access."""
         names = self.rule.state
-        return {key: {"step": int(rec[0]), **dict(zip(names, rec[1:]))}
-                for key, rec in self._slots.items()}
+        grouped = self._groups is not None
+        out = {}
+        for key, rec in self._slots.items():
+            step, group = self._step_of(rec)
+            entry = {"step": step, **dict(zip(names, rec[1:]))}
+            if grouped:
+                entry["group"] = group
+            out[key] = entry
+        return out
 
     # -- the step ------------------------------------------------------------------------
 
@@ -153,6 +180,8 @@ class Optimizer:
         args = self._args
         if args is None or args[-1] is not _threading.adaptive:
             args = self._make_args()
+        if self._groups is not None:
+            return self._update_grouped(params, grads, args, target)
         stepper = self._stepper
         if stepper is None:  # step -> scalars, for the current hyper-parameters
             stepper = self.rule.step_scalars(**self._hyper)
@@ -180,6 +209,26 @@ class Optimizer:
             self.skipped_steps += 1
         return applied
 
+    def _update_grouped(self, params, grads, args, target):
+        """update() with parameter groups: the scalars of every (group, step) the last
+        call took, one step on, then the same single engine call."""
+        table = self._groups
+        scalars = self._scalar_cache
+        for s in args[3]:
+            if s + 1 not in scalars:
+                if len(scalars) > 64:
+                    scalars.clear()
+                scalars[s + 1] = table.scalars_at(s + 1)
+        engine = self._engine
+        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
+        if applied is not True and applied is not False:
+            applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
+                                     self._hyper, applied, args[:6], _engine.ClassNames,
+                                     target, groups=table)
+        if not applied:
+            self.skipped_steps += 1
+        return applied
+
     def _make_args(self):
         """The engine's per-call arguments (num_threads, overlap cache, plan, steps,
         skip_nonfinite, pacer), and last the threading policy they were made for; kept
@@ -197,19 +246,33 @@ class Optimizer:
         """The optimizer's hyper-parameters and state as plain Python and NumPy values
         (copies: later updates do not change it)."""
         names = self.rule.state
-        state = {key: {"step": int(rec[0]),
-                       **{n: b.copy(order="K") for n, b in zip(names, rec[1:])}}
-                 for key, rec in self._slots.items()}
-        return {"optimizer": self._kind(), "hyperparams": self.hyperparams,
-                "state": state}
+        grouped = self._groups is not None
+        state = {}
+        for key, rec in self._slots.items():
+            step, group = self._step_of(rec)
+            entry = {"step": step, **{n: b.copy(order="K") for n, b in zip(names, rec[1:])}}
+            if grouped:
+                entry["group"] = group
+            state[key] = entry
+        out = {"optimizer": self._kind(), "hyperparams": self.hyperparams, "state": state}
+        if grouped:
+            out["groups"] = self._groups.overrides()
+        return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict()`` returned, so that continuing is bit-identical to
         never having stopped. Nothing changes if the dict does not fit this optimizer."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {
-                "optimizer", "hyperparams", "state"}:
+        grouped = self._groups is not None
+        keys = {"optimizer", "hyperparams", "state"} | ({"groups"} if grouped else set())
+        if isinstance(state_dict, Mapping) and set(state_dict) ^ keys == {"groups"}:
+            raise ValueError(
+                "this state_dict has parameter groups and this optimizer none: make it "
+                "with the same groups=" if not grouped else
+                "this optimizer has parameter groups and the state_dict none")
+        if not isinstance(state_dict, Mapping) or set(state_dict) != keys:
             raise ValueError("state_dict must be a dict with keys 'optimizer', "
-                             "'hyperparams' and 'state', as returned by state_dict()")
+                             "'hyperparams' and 'state' (and 'groups' with parameter "
+                             "groups), as returned by state_dict()")
         kind = state_dict["optimizer"]
         if kind != self._kind():
             raise ValueError(f"this state_dict belongs to a {kind} optimizer, not "
@@ -220,15 +283,22 @@ class Optimizer:
                              f"{sorted(self._hyper_names)}, got {sorted(hyper)}")
         hyper = self.rule.check(**hyper)
         names = self.rule.state
+        fields = ["step", *names] + (["group"] if grouped else [])
+        n_groups = len(state_dict["groups"]) + 1 if grouped else 1
         slots = {}
         for key, st in dict(state_dict["state"]).items():
-            if not isinstance(st, Mapping) or set(st) != {"step", *names}:
+            if not isinstance(st, Mapping) or set(st) != set(fields):
                 raise ValueError(f"state of parameter {key!r} must have the keys "
-                                 f"{['step', *names]}")
+                                 f"{fields}")
             step = st["step"]
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"state of parameter {key!r}: step must be an int >= 0, "
                                  f"got {step!r}")
+            if step >= _groups_mod.STRIDE:
+                raise ValueError(f"state of parameter {key!r}: step {step} is too large")
+            if grouped:
+                group = _groups_mod.check_index(key, st["group"], n_groups)
+                step = group * _groups_mod.STRIDE + int(step)
             record = [np.array(step, dtype=np.int64)]
             for n in names:
                 buf = st[n]
@@ -241,6 +311,8 @@ class Optimizer:
                                      f"or dtype")
                 record.append(np.array(buf, copy=True, order="K"))
             slots[key] = record
+        if grouped:
+            self._groups.load(state_dict["groups"])  # checks the number of groups
         for n, v in hyper.items():
             setattr(self, n, v)
         self._slots = slots
@@ -252,7 +324,7 @@ class Optimizer:
 # One class per row of the rule table
 # ---------------------------------------------------------------------------------------
 
-_OPTIONS = ("num_threads=None", "backend='compiled'", "skip_nonfinite=False")
+_OPTIONS = ("num_threads=None", "backend='compiled'", "skip_nonfinite=False", "groups=None")
 
 
 def _init_source(rule):
@@ -270,7 +342,7 @@ def _init_source(rule):
     # say "__init__()" on Python 3.9 too (3.10+ names the qualname, "Adam.__init__()")
     return (f"def __init__({args}):\n"
             f"    Optimizer.__init__(self, {passed}, num_threads=num_threads, "
-            f"backend=backend, skip_nonfinite=skip_nonfinite)\n"
+            f"backend=backend, skip_nonfinite=skip_nonfinite, groups=groups)\n"
             f"_inner = __init__\n"
             f"def _entry(self, *args, **kwargs):\n"
             f"    if args:\n"
@@ -317,7 +389,8 @@ def _check_not_params(rule, args, kwargs):
         f"constructor (torch.optim's {rule.class_name}(model.parameters(), ...)): use "
         f"opt = fo.{rule.class_name}({shown}) and call opt.update(params, grads) at each "
         f"step; got {type(first).__name__} as the first argument, where {rule.hyper[0].name} "
-        f"goes (per-parameter options, torch's param groups, are planned)")
+        f"goes (for per-parameter options, torch's param groups, pass "
+        f"groups=[{{'params': [...], 'lr': ...}}] or select by key: see fastoptim.groups)")
 
 
 # Other libraries' spellings of a hyper-parameter: (keyword, fastoptim's hyper-parameter,

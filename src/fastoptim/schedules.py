@@ -65,6 +65,14 @@ def _real(name, value, *, positive=False):
     return value
 
 
+def _own_lr_groups(optimizer):
+    """The optimizer's parameter groups that set their own lr."""
+    table = getattr(optimizer, "_groups", None)
+    if table is None:
+        return []
+    return [g for g in table.groups[1:] if "lr" in g.overrides]
+
+
 class LRScheduler:
     """Base class: a schedule ``lr_at(t)`` written into ``optimizer.lr``.
 
@@ -89,6 +97,9 @@ class LRScheduler:
                             f"attribute), got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
+        # parameter groups with their own lr (fastoptim.groups): each follows the
+        # schedule from its own base, as torch's schedulers scale every group
+        self.group_base_lrs = {g.index: float(g.lr) for g in _own_lr_groups(optimizer)}
         self.last_step = 0
         self._apply(self.lr_at(0))
 
@@ -108,13 +119,27 @@ class LRScheduler:
     def _apply(self, lr):
         self.optimizer.lr = lr        # validated by the optimizer (finite, >= 0)
         self.last_lr = float(lr)
+        for g in _own_lr_groups(self.optimizer):
+            if g.index in self.group_base_lrs:
+                g.lr = self._group_lr(g, self.group_base_lrs[g.index])
         return self.last_lr
+
+    def _group_lr(self, group, base):
+        """A group's learning rate now: the schedule's formula from the group's base."""
+        own = self.base_lr
+        try:
+            self.base_lr = base
+            return self.lr_at(self.last_step)
+        finally:
+            self.base_lr = own
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's settings and position, as plain Python values."""
         out = {"scheduler": type(self).__name__, "base_lr": self.base_lr,
                "last_step": self.last_step, "last_lr": self.last_lr}
         out.update({n: getattr(self, n) for n in self._settings})
+        if self.group_base_lrs:
+            out["group_base_lrs"] = {str(k): v for k, v in self.group_base_lrs.items()}
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -125,6 +150,8 @@ class LRScheduler:
             raise ValueError(f"this state_dict belongs to {kind!r}, not "
                              f"{type(self).__name__!r}")
         expected = {"scheduler", "base_lr", "last_step", "last_lr", *self._settings}
+        if self.group_base_lrs or "group_base_lrs" in state_dict:
+            expected.add("group_base_lrs")
         if set(state_dict) != expected:
             raise ValueError(f"state_dict must have exactly the keys {sorted(expected)}, "
                              f"got {sorted(state_dict)}")
@@ -133,6 +160,9 @@ class LRScheduler:
         self._check()
         self.base_lr = _real("base_lr", state_dict["base_lr"])
         self.last_step = _int("last_step", state_dict["last_step"], 0)
+        if "group_base_lrs" in state_dict:
+            self.group_base_lrs = {int(k): _real("group base_lr", v)
+                                   for k, v in dict(state_dict["group_base_lrs"]).items()}
         self._apply(_real("last_lr", state_dict["last_lr"]))
 
     def _check(self):
@@ -302,6 +332,10 @@ class ReduceLROnPlateau(LRScheduler):
         # Not a function of t: the current lr (the one this schedule last set).
         return self.optimizer.lr if t == 0 else self.last_lr
 
+    def _group_lr(self, group, base):
+        # a group's current lr, reduced in step() by the same rule as the optimizer's
+        return base
+
     def _improves(self, metric):
         if self.mode == "min":
             bound = (self.best * (1.0 - self.threshold) if self.threshold_mode == "rel"
@@ -334,6 +368,10 @@ class ReduceLROnPlateau(LRScheduler):
             new = max(lr * self.factor, self.min_lr)
             if lr - new > self.eps:
                 lr = new
+            for g in _own_lr_groups(self.optimizer):  # each group as torch: its own lr
+                new = max(g.lr * self.factor, self.min_lr)
+                if g.lr - new > self.eps:
+                    self.group_base_lrs[g.index] = new
             self.cooldown_counter = self.cooldown
             self.num_bad_steps = 0
         return self._apply(lr)

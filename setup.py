@@ -7,12 +7,19 @@ flags, which depend on the compiler found at build time:
   -fno-math-errno lets ``sqrt`` vectorise without changing any result, and
   -ffp-contract=off forbids fused multiply-adds, which would round differently from the
   NumPy reference. ``-ffast-math`` is never used: it changes results.
+* First a check that the compiler compiles and links a C program at all and finds
+  ``Python.h``: without that the build stops with one message saying what to install
+  (:func:`check_compiler`).
 * OpenMP (``-fopenmp``, or ``/openmp`` with MSVC) when a tiny probe program compiles, links
-  and runs with it; otherwise a serial build, announced loudly here and reported at run
-  time by ``fastoptim.get_config()``.
+  and runs with it. When it does not, the build STOPS with a message saying how to get
+  OpenMP or how to ask for the serial build: pip shows a failing build's output, but
+  hides a successful one's unless ``-v``, so a warning would go unseen and a serial build
+  would silently look like a parallel one.
 * ``FASTOPTIM_NATIVE=1`` adds ``-march=native`` for a local build tuned to this CPU. Never
   set it when building a wheel for other machines.
-* ``FASTOPTIM_DISABLE_OPENMP=1`` forces the serial build (to test the fallback).
+* ``FASTOPTIM_DISABLE_OPENMP=1`` builds the serial kernels on purpose
+  (``fastoptim.get_config()["openmp"]`` then says False).
+* ``FASTOPTIM_BASELINE_ONLY=1`` builds only the portable kernels.
 
 Before anything is compiled, :func:`generate` makes what follows the rule table
 (``src/fastoptim/rules.py``): the kernels' dispatch and Python-callable kernels
@@ -21,7 +28,10 @@ Before anything is compiled, :func:`generate` makes what follows the rule table
 typing stubs of the modules whose names come from the table. None of them is committed.
 """
 
+import contextlib
+import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -47,10 +57,29 @@ OPENMP_PROBE = textwrap.dedent(
     """
 )
 
+# check_compiler's two programs: any C program, then one that includes Python.h
+C_PROBE = "int main(void) { return 0; }\n"
+PYTHON_H_PROBE = "#include <Python.h>\nint fastoptim_probe(void) { return PY_VERSION_HEX > 0; }\n"
+
+# Vector targets: the same kernel source (kernels/_body.pxi) compiled once per target;
+# fastoptim._dispatch picks the best one the CPU supports at import time. Only x86-64
+# with GCC or Clang gets the wide targets; elsewhere the baseline alone is built.
+TARGET_FLAGS = {
+    "baseline": [],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+               "-mprefer-vector-width=512"],
+}
+
+BANNER = "*" * 78
+
+
+def _banner(message):
+    return f"\n{BANNER}\n{message}\n{BANNER}\n"
+
 
 def _warn(message):
-    bar = "*" * 78
-    sys.stderr.write(f"\n{bar}\n{message}\n{bar}\n\n")
+    sys.stderr.write(_banner(message) + "\n")
 
 
 def _openmp_flags(compiler_type):
@@ -62,32 +91,178 @@ def _openmp_flags(compiler_type):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def _probe_openmp(compiler, compile_flags, link_flags):
-    """Compile, link and run a tiny OpenMP program with the build's own compiler."""
-    tmp = tempfile.mkdtemp(prefix="fastoptim-omp-")
+def compile_link_args(compiler_type, target, openmp, native):
+    """The compile and link arguments of one CPU target's kernels (and of ``_clip``)."""
+    if compiler_type == "msvc":
+        compile_args = ["/O2", "/fp:precise"]
+    else:
+        compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+        if native:
+            compile_args.append("-march=native")
+    link_args = []
+    if openmp:
+        omp_compile, omp_link = _openmp_flags(compiler_type)
+        compile_args += omp_compile
+        link_args += omp_link
+    if compiler_type != "msvc":
+        compile_args += TARGET_FLAGS.get(target, [])
+    return compile_args, link_args
+
+
+def _wide_targets_possible(environ=None):
+    import platform
+
+    env = os.environ if environ is None else environ
+    if env.get("FASTOPTIM_BASELINE_ONLY") == "1":
+        return False
+    # macOS cross-builds (cibuildwheel, conda) say the target in ARCHFLAGS: the AVX flags
+    # are for an x86_64 target only, not arm64 or universal2 slices.
+    archflags = env.get("ARCHFLAGS", "").split()
+    if sys.platform == "darwin" and archflags and archflags != ["-arch", "x86_64"]:
+        return False
+    return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+
+
+def targets(environ=None):
+    """The CPU targets this build makes kernels for."""
+    return ["baseline"] + (["avx2", "avx512"] if _wide_targets_possible(environ) else [])
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A temporary working directory for the probes, quiet (setuptools logs each
+    compiler command at INFO on the root logger)."""
+    tmp = tempfile.mkdtemp(prefix="fastoptim-probe-")
     cwd = os.getcwd()
+    root = logging.getLogger()
+    level = root.level
     try:
         os.chdir(tmp)
-        with open("probe.c", "w") as f:
-            f.write(OPENMP_PROBE)
-        objects = compiler.compile(["probe.c"], extra_postargs=compile_flags)
-        exe = "probe" + (compiler.exe_extension or "")
-        # setuptools adds $LDFLAGS to the extensions' link line but not to executables';
-        # the probe needs it too (e.g. -L$(brew --prefix libomp)/lib on macOS)
-        extra = []
-        if compiler.compiler_type != "msvc":
-            extra = shlex.split(os.environ.get("LDFLAGS", ""))
-        compiler.link_executable(objects, "probe", extra_postargs=link_flags + extra)
-        out = subprocess.run(
-            [os.path.join(tmp, exe)], capture_output=True, text=True, timeout=60
-        )
-        return out.returncode == 0 and int(out.stdout.strip() or 0) >= 1
-    except Exception as exc:  # any compiler or runtime failure means "no OpenMP"
-        sys.stderr.write(f"fastoptim: OpenMP probe failed: {exc}\n")
-        return False
+        root.setLevel(logging.WARNING)
+        yield tmp
     finally:
+        root.setLevel(level)
         os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _describe(exc):
+    """An exception from a compiler command, short: the compiler prints its own error
+    messages above, so a failed command's whole argument list would only repeat them."""
+    text = str(exc).strip()
+    status = re.search(r"returned non-zero exit status (-?\d+)", text)
+    if status:
+        return f"exit status {status[1]}; the compiler's messages are above"
+    if type(exc).__name__ in ("CompileError", "LinkError") and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _compiler_command(compiler):
+    cmd = getattr(compiler, "compiler_so", None) or getattr(compiler, "compiler", None)
+    if cmd:
+        return cmd[0] if isinstance(cmd, (list, tuple)) else str(cmd)
+    return compiler.compiler_type
+
+
+def no_compiler_message(command, detail):
+    """The one message a build without a working C compiler stops with."""
+    origin = " (from $CC)" if os.environ.get("CC") else ""
+    return (
+        "fastoptim needs a C compiler to build from source, and the compiler\n"
+        f"{command!r}{origin} cannot build a C program: {detail}\n"
+        "Install one and build again:\n"
+        "  Debian/Ubuntu: apt install build-essential python3-dev\n"
+        "  Fedora/RHEL:   dnf install gcc python3-devel\n"
+        "  macOS:         xcode-select --install\n"
+        "  Windows:       Microsoft C++ Build Tools (MSVC)\n"
+        "(if CC is set, it must name a working compiler), or install a fastoptim wheel,\n"
+        "which needs no compiler."
+    )
+
+
+def no_python_h_message(command, detail):
+    """The message when the compiler works but Python's C headers are missing."""
+    return (
+        f"fastoptim: the C compiler {command!r} works, but Python's C headers\n"
+        f"(Python.h) are missing, so no extension module can be built: {detail}\n"
+        "Install them for the Python you build with and build again:\n"
+        "  Debian/Ubuntu: apt install python3-dev   Fedora/RHEL: dnf install python3-devel\n"
+        "or install a fastoptim wheel, which needs no compiler."
+    )
+
+
+def no_openmp_message(command, detail):
+    """The message a build stops with when the compiler cannot do OpenMP."""
+    return (
+        f"fastoptim: the C compiler {command!r} cannot build and run an OpenMP program\n"
+        f"({detail}).\n"
+        "Without OpenMP every update would run on ONE core, so the build stops here\n"
+        "rather than install serial kernels that look like parallel ones. Either\n"
+        "  * install an OpenMP runtime and build again:\n"
+        "      Debian/Ubuntu: apt install libgomp1 (GCC) or libomp-dev (Clang)\n"
+        "      Fedora/RHEL:   dnf install libgomp (GCC) or libomp-devel (Clang)\n"
+        "      macOS:         brew install libomp, then\n"
+        '        export CPPFLAGS="-I$(brew --prefix libomp)/include"\n'
+        '        export LDFLAGS="-L$(brew --prefix libomp)/lib'
+        ' -Wl,-rpath,$(brew --prefix libomp)/lib"\n'
+        "  * or build the serial kernels on purpose:\n"
+        "      FASTOPTIM_DISABLE_OPENMP=1 pip install ."
+    )
+
+
+def check_compiler(compiler):
+    """None when `compiler` compiles and links a C program and finds ``Python.h``;
+    otherwise the message to stop the build with (:func:`no_compiler_message`,
+    :func:`no_python_h_message`)."""
+    include_dirs = list(dict.fromkeys(
+        p for p in (sysconfig.get_path("include"), sysconfig.get_path("platinclude")) if p))
+    with _scratch():
+        with open("check.c", "w") as f:
+            f.write(C_PROBE)
+        try:
+            objects = compiler.compile(["check.c"])
+            compiler.link_executable(objects, "check")
+        except Exception as exc:  # missing, broken or unconfigured: all the same to a user
+            return no_compiler_message(_compiler_command(compiler), _describe(exc))
+        with open("pyh.c", "w") as f:
+            f.write(PYTHON_H_PROBE)
+        try:
+            compiler.compile(["pyh.c"], include_dirs=include_dirs)
+        except Exception as exc:
+            return no_python_h_message(_compiler_command(compiler), _describe(exc))
+    return None
+
+
+def probe_openmp(compiler, compile_flags, link_flags):
+    """Compile, link and run a tiny OpenMP program with the build's own compiler:
+    ``(True, "")``, or ``(False, what went wrong)``."""
+    with _scratch() as tmp:
+        with open("probe.c", "w") as f:
+            f.write(OPENMP_PROBE)
+        flags = " ".join(compile_flags)
+        stage = f"compiling a program with {flags}"
+        try:
+            objects = compiler.compile(["probe.c"], extra_postargs=compile_flags)
+            exe = "probe" + (compiler.exe_extension or "")
+            # setuptools adds $LDFLAGS to the extensions' link line but not to
+            # executables'; the probe needs it too (e.g. -L$(brew --prefix libomp)/lib on
+            # macOS)
+            extra = []
+            if compiler.compiler_type != "msvc":
+                extra = shlex.split(os.environ.get("LDFLAGS", ""))
+            stage = f"linking it with {' '.join(link_flags + extra) or 'no OpenMP flag'}"
+            compiler.link_executable(objects, "probe", extra_postargs=link_flags + extra)
+            stage = "running it"
+            out = subprocess.run(
+                [os.path.join(tmp, exe)], capture_output=True, text=True, timeout=60
+            )
+        except Exception as exc:  # any compiler or runtime failure means "no OpenMP"
+            return False, f"{stage} failed: {_describe(exc)}"
+        if out.returncode != 0 or not out.stdout.strip().isdigit():
+            return False, (f"running it failed: exit status {out.returncode}, "
+                           f"{(out.stderr or out.stdout).strip()[:200]!r}")
+        return True, ""
 
 
 def _compiler_name(compiler):
@@ -100,38 +275,33 @@ def _compiler_name(compiler):
 
 
 class BuildExt(build_ext):
-    def build_extensions(self):
-        ctype = self.compiler.compiler_type
-        if ctype == "msvc":
-            compile_args = ["/O2", "/fp:precise"]
-        else:
-            compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
-        link_args = []
-        if os.environ.get("FASTOPTIM_NATIVE") == "1" and ctype != "msvc":
-            compile_args.append("-march=native")
+    """The kernels' flags (:func:`compile_link_args`), after :func:`check_compiler` and
+    the OpenMP probe."""
 
-        omp_compile, omp_link = _openmp_flags(ctype)
+    def build_extensions(self):
+        problem = check_compiler(self.compiler)
+        if problem:
+            raise SystemExit(_banner(problem))
+
+        ctype = self.compiler.compiler_type
+        native = os.environ.get("FASTOPTIM_NATIVE") == "1"
         if os.environ.get("FASTOPTIM_DISABLE_OPENMP") == "1":
             have_openmp = False
-            _warn("fastoptim: FASTOPTIM_DISABLE_OPENMP=1, building WITHOUT OpenMP (serial).")
+            _warn("fastoptim: FASTOPTIM_DISABLE_OPENMP=1, building WITHOUT OpenMP (serial):\n"
+                  "every update runs on one core; fastoptim.get_config()['openmp'] is False.")
         else:
-            have_openmp = _probe_openmp(self.compiler, omp_compile, omp_link)
+            omp_compile, omp_link = _openmp_flags(ctype)
+            have_openmp, detail = probe_openmp(self.compiler, omp_compile, omp_link)
             if not have_openmp:
-                _warn(
-                    "fastoptim: the compiler cannot build and run an OpenMP program.\n"
-                    "Building the kernels SERIALLY: every update runs on one core.\n"
-                    "Install an OpenMP runtime (libgomp / libomp) and rebuild to use all cores."
-                )
-        if have_openmp:
-            compile_args += omp_compile
-            link_args += omp_link
+                raise SystemExit(_banner(no_openmp_message(_compiler_command(self.compiler),
+                                                           detail)))
 
         for ext in self.extensions:
             target = ext.name.rsplit("_", 1)[1]
-            ext_args = compile_args + (TARGET_FLAGS.get(target, []) if ctype != "msvc" else [])
+            ext_args, link_args = compile_link_args(ctype, target, have_openmp, native)
             flags = " ".join(ext_args)
             ext.extra_compile_args = ext_args
-            ext.extra_link_args = list(link_args)
+            ext.extra_link_args = link_args
             ext.define_macros = list(ext.define_macros or []) + [
                 ("FASTOPTIM_BUILD_FLAGS", '"' + flags.replace('"', "") + '"'),
                 ("FASTOPTIM_COMPILER", '"' + _compiler_name(self.compiler) + '"'),
@@ -139,28 +309,8 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-# Vector targets: the same kernel source (kernels/_body.pxi) compiled once per target;
-# fastoptim._dispatch picks the best one the CPU supports at import time. Only x86-64
-# with GCC or Clang gets the wide targets; elsewhere the baseline alone is built.
-TARGET_FLAGS = {
-    "baseline": [],
-    "avx2": ["-mavx2", "-mfma"],
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
-               "-mprefer-vector-width=512"],
-}
-
-
-def _wide_targets_possible():
-    import platform
-
-    if os.environ.get("FASTOPTIM_BASELINE_ONLY") == "1":
-        return False
-    # macOS cross-builds (cibuildwheel, conda) say the target in ARCHFLAGS: the AVX flags
-    # are for an x86_64 target only, not arm64 or universal2 slices.
-    archflags = os.environ.get("ARCHFLAGS", "").split()
-    if sys.platform == "darwin" and archflags and archflags != ["-arch", "x86_64"]:
-        return False
-    return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+def cmdclass():
+    return {"build_ext": BuildExt}
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -208,7 +358,6 @@ def extensions():
     import numpy
     from Cython.Build import cythonize
 
-    targets = ["baseline"] + (["avx2", "avx512"] if _wide_targets_possible() else [])
     exts = [
         Extension(
             f"fastoptim._kernels_{t}",
@@ -216,7 +365,7 @@ def extensions():
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
-        for t in targets
+        for t in targets()
     ]
     exts.append(Extension("fastoptim._clip", ["kernels/_clip.pyx"]))
     return cythonize(
@@ -238,4 +387,4 @@ if __name__ == "__main__":
     if "-ffast-math" in (sysconfig.get_config_var("CFLAGS") or ""):
         _warn("fastoptim: the interpreter's CFLAGS contain -ffast-math; results may differ.")
     generate()
-    setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+    setup(ext_modules=extensions(), cmdclass=cmdclass())

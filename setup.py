@@ -21,6 +21,16 @@ flags, which depend on the compiler found at build time:
   (``fastoptim.get_config()["openmp"]`` then says False).
 * ``FASTOPTIM_BASELINE_ONLY=1`` builds only the portable kernels.
 
+The build directories (``build/lib.*``, ``build/temp.*``) are keyed by these settings
+(:func:`build_settings`, :func:`build_key`): pip >= 21.3 builds in the source tree, so
+``build/`` outlives a ``pip install .``, and setuptools reuses any module there that is
+newer than its sources, whatever flags built it. Switching a setting builds in another
+directory; switching back reuses the first. Each module's compiler (path, --version),
+compiler command and flags are also recorded (``fastoptim-build.json`` in the temp
+directory): a module recorded with other ones (or with none) is rebuilt, and the
+kernels of a CPU target not in this build are removed from the build and, for in-place
+and editable builds, from ``src/fastoptim/``.
+
 Before anything is compiled, :func:`generate` makes what follows the rule table
 (``src/fastoptim/rules.py``): the kernels' dispatch and Python-callable kernels
 (``kernels/_dispatch.pxi`` and ``kernels/_wrappers.pxi``, rendered with Tempita from the
@@ -29,6 +39,8 @@ typing stubs of the modules whose names come from the table. None of them is com
 """
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
@@ -39,8 +51,10 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+import threading
 
 from setuptools import Extension, setup
+from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
 
 OPENMP_PROBE = textwrap.dedent(
@@ -70,6 +84,13 @@ TARGET_FLAGS = {
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
                "-mprefer-vector-width=512"],
 }
+
+# What the build reads from the environment. The switches count as on when "1"; the
+# others are the compiler and flags that setuptools takes from the environment, and
+# macOS's target architecture and version.
+SWITCHES = ("FASTOPTIM_DISABLE_OPENMP", "FASTOPTIM_BASELINE_ONLY", "FASTOPTIM_NATIVE")
+COMPILER_ENV = ("CC", "LDSHARED", "CFLAGS", "CPPFLAGS", "LDFLAGS", "ARCHFLAGS",
+                "MACOSX_DEPLOYMENT_TARGET")
 
 BANNER = "*" * 78
 
@@ -126,6 +147,36 @@ def _wide_targets_possible(environ=None):
 def targets(environ=None):
     """The CPU targets this build makes kernels for."""
     return ["baseline"] + (["avx2", "avx512"] if _wide_targets_possible(environ) else [])
+
+
+def build_settings(environ=None):
+    """Everything from the environment that changes what the build makes, the flags it
+    leads to (for the compiler setuptools would pick here) and the NumPy whose headers it
+    compiles against: what :func:`build_key` keys the build directories by."""
+    env = os.environ if environ is None else environ
+    settings = {name: env.get(name) == "1" for name in SWITCHES}
+    settings.update({name: env.get(name) for name in COMPILER_ENV})
+    settings["targets"] = targets(env)
+    try:  # the kernels use NumPy's C API: a module is built for one NumPy's headers
+        import numpy
+
+        settings["numpy"] = numpy.__version__
+    except ImportError:
+        settings["numpy"] = None
+    compiler_type = "msvc" if sys.platform == "win32" else "unix"
+    settings["flags"] = {
+        target: compile_link_args(compiler_type, target,
+                                  openmp=not settings["FASTOPTIM_DISABLE_OPENMP"],
+                                  native=settings["FASTOPTIM_NATIVE"])
+        for target in settings["targets"]
+    }
+    return settings
+
+
+def build_key(settings):
+    """A short name for a set of :func:`build_settings`: the suffix of the build dirs."""
+    text = json.dumps(settings, sort_keys=True)
+    return "fo" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @contextlib.contextmanager
@@ -274,9 +325,52 @@ def _compiler_name(compiler):
         return compiler.compiler_type
 
 
+class Build(build):
+    """``build`` whose default ``build_lib`` and ``build_temp`` end in the
+    :func:`build_key` of the build settings, so that no module built with other settings
+    is ever reused (directories given on the command line are used as given)."""
+
+    def finalize_options(self):
+        default_lib = self.build_lib is None and self.build_platlib is None
+        default_temp = self.build_temp is None
+        super().finalize_options()
+        if not self.distribution.has_ext_modules():
+            return
+        suffix = "-" + build_key(build_settings())
+        if default_lib:
+            self.build_platlib = self.build_lib = self.build_platlib + suffix
+        if default_temp:
+            self.build_temp = self.build_temp + suffix
+
+
 class BuildExt(build_ext):
     """The kernels' flags (:func:`compile_link_args`), after :func:`check_compiler` and
-    the OpenMP probe."""
+    the OpenMP probe; a module recorded with other flags is rebuilt, and kernels of CPU
+    targets not in this build are removed."""
+
+    STAMP = "fastoptim-build.json"
+
+    def run(self):
+        self._remove_other_targets()
+        super().run()
+
+    def _remove_other_targets(self):
+        names = {ext.name for ext in self.extensions}
+        if not any(n.startswith("fastoptim._kernels_") for n in names):
+            return
+        dirs = [os.path.join(self.build_lib, "fastoptim")]
+        if self.inplace or getattr(self, "editable_mode", False):
+            dirs.append(self.get_finalized_command("build_py").get_package_dir("fastoptim"))
+        for target in TARGET_FLAGS:
+            name = f"fastoptim._kernels_{target}"
+            if name in names:
+                continue
+            filename = os.path.basename(self.get_ext_filename(name))
+            for path in (os.path.join(d, filename) for d in dirs):
+                if os.path.exists(path):
+                    logging.getLogger().warning(
+                        "fastoptim: removing %s (a CPU target this build does not make)", path)
+                    os.remove(path)
 
     def build_extensions(self):
         problem = check_compiler(self.compiler)
@@ -306,11 +400,69 @@ class BuildExt(build_ext):
                 ("FASTOPTIM_BUILD_FLAGS", '"' + flags.replace('"', "") + '"'),
                 ("FASTOPTIM_COMPILER", '"' + _compiler_name(self.compiler) + '"'),
             ]
+        self._stamp_path = os.path.join(self.build_temp, self.STAMP)
+        try:
+            with open(self._stamp_path, encoding="utf-8") as f:
+                self._stamps = json.load(f).get("modules", {})
+        except (OSError, ValueError):
+            self._stamps = {}
+        self._stamp_lock = threading.Lock()
+        self._identity = self._compiler_identity()
         super().build_extensions()
+
+    def _compiler_identity(self):
+        """The compiler program's real path and the first line of its ``--version``:
+        another compiler behind the same command (a new PATH, an upgrade) is another
+        build."""
+        if self.compiler.compiler_type == "msvc":
+            return None
+        command = _compiler_command(self.compiler)
+        path = shutil.which(command)
+        try:
+            out = subprocess.run([command, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+        except Exception:
+            out = ""
+        return [os.path.realpath(path) if path else command, out.strip().split("\n")[0]]
+
+    def _signature(self, ext):
+        """What decides a module's machine code besides its sources: the compiler (its
+        identity, commands, macros and include dirs) and the extension's own flags."""
+        c = self.compiler
+        facts = {
+            "identity": self._identity,
+            "compiler": [getattr(c, a, None) for a in ("compiler_type", "compiler_so",
+                                                        "linker_so", "macros", "include_dirs",
+                                                        "libraries", "library_dirs")],
+            "ext": [getattr(ext, a, None) for a in ("sources", "extra_compile_args",
+                                                    "extra_link_args", "define_macros",
+                                                    "undef_macros", "include_dirs",
+                                                    "libraries", "library_dirs")],
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()
+                              ).hexdigest()
+
+    def build_extension(self, ext):
+        path = os.path.abspath(self.get_ext_fullpath(ext.name))
+        signature = self._signature(ext)
+        with self._stamp_lock:
+            stale = self._stamps.get(path) != signature
+        if stale and os.path.exists(path):
+            # setuptools would keep it, being newer than its sources
+            logging.getLogger().warning(
+                "fastoptim: %s was built with other settings: rebuilding it", path)
+            os.remove(path)
+        super().build_extension(ext)
+        with self._stamp_lock:
+            self._stamps[path] = signature
+            os.makedirs(self.build_temp, exist_ok=True)
+            with open(self._stamp_path, "w", encoding="utf-8") as f:
+                json.dump({"settings": build_settings(), "modules": self._stamps}, f,
+                          indent=1, sort_keys=True)
 
 
 def cmdclass():
-    return {"build_ext": BuildExt}
+    return {"build": Build, "build_ext": BuildExt}
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -80,3 +80,41 @@ def test_many_small_arrays(benchmark, shape, impl):
     step = many_arrays(impl, count, size)
     step()
     benchmark(step)
+
+
+GROUPINGS = {
+    "none": None,
+    # every other array in a second group with its own lr and no weight decay
+    "two groups": [{"where": lambda key, p: int(key[1:]) % 2 == 1, "lr": 1e-4,
+                    "weight_decay": 0.0}],
+}
+
+
+@pytest.mark.parametrize("grouping", list(GROUPINGS))
+@pytest.mark.parametrize("count, size", [(1000, 1000), (1, 10**7)], ids=["1000x1000", "1e7"])
+def test_groups_cost_no_extra_pass(benchmark, grouping, count, size):
+    """Adam float32 with and without parameter groups (one engine call either way): the
+    grouped update should time like the plain one."""
+    benchmark.group = f"adam float32 {count} arrays x {size}: groups"
+    benchmark.extra_info.update(count=count, size=size, grouping=grouping)
+    opt = fo.Adam(weight_decay=0.01, groups=GROUPINGS[grouping])
+    params = {f"p{i}": np.zeros(size, np.float32) for i in range(count)}
+    grads = {k: np.full(size, 1e-3, np.float32) for k in params}
+    opt.update(params, grads)
+    benchmark(lambda: opt.update(params, grads))
+
+
+@pytest.mark.parametrize("options", ["defaults", "torch options"])
+@pytest.mark.parametrize("rule", ["momentum", "adagrad"])
+def test_options_cost_no_extra_pass(benchmark, rule, options):
+    """Momentum's dampening and AdaGrad's lr_decay change per-step scalars only."""
+    extra = {} if options == "defaults" else (
+        {"dampening": 0.1} if rule == "momentum" else
+        {"lr_decay": 1e-3, "initial_accumulator_value": 0.1})
+    benchmark.group = f"{rule} float32 1e7: options"
+    benchmark.extra_info.update(rule=rule, options=options)
+    opt = getattr(fo, rules.get(rule).class_name)(**extra)
+    params = {"p": np.zeros(10**7, np.float32)}
+    grads = {"p": np.full(10**7, 1e-3, np.float32)}
+    opt.update(params, grads)
+    benchmark(lambda: opt.update(params, grads))

@@ -113,8 +113,9 @@ ctypedef struct Entry:
     int sc             # index of its scalar set (one per distinct step)
 
 ctypedef struct ScalarSet:
-    double d[MAX_SCALARS]
-    float f[MAX_SCALARS]
+    # the rule's scalars, then at MAX_SCALARS the gradient's sign (rules.Rule.stepper)
+    double d[MAX_SCALARS + 1]
+    float f[MAX_SCALARS + 1]
 
 
 cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
@@ -191,12 +192,15 @@ cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
 
 
 cdef void _fill_scalars(ScalarSet* s, tuple values) except *:
-    cdef Py_ssize_t i
-    if len(values) > MAX_SCALARS:
-        raise ValueError("too many scalars")
+    # values: the rule's scalars, then the gradient's sign
+    cdef Py_ssize_t i, n = len(values) - 1
+    if n > MAX_SCALARS or n < 0:
+        raise ValueError("bad number of scalars")
     for i in range(MAX_SCALARS):
-        s.d[i] = values[i] if i < len(values) else 0.0
+        s.d[i] = values[i] if i < n else 0.0
         s.f[i] = <float>s.d[i]
+    s.d[MAX_SCALARS] = values[n]
+    s.f[MAX_SCALARS] = <float>s.d[MAX_SCALARS]
 
 
 # The non-finite check of the guarded mode: does any gradient element hold NaN or Inf?

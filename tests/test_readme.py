@@ -54,16 +54,19 @@ def test_rule_table_matches_rules_module(text):
     for (name, defaults, buffers), rule in zip(table, rules.RULES):
         assert buffers == tuple(rule.state), name
         # every default the row shows is the rule's; it may leave out only the coupled
-        # weight decay, whose default 0.0 the text above the table gives
+        # weight decay and maximize, whose defaults the text above the table gives
         for key, value in defaults.items():
             assert rule.defaults[key] == value, (name, key)
         left_out = {k: v for k, v in rule.defaults.items() if k not in defaults}
-        assert left_out in ({}, {"weight_decay": 0.0}), (name, left_out)
+        if left_out.get("weight_decay") == 0.0:
+            del left_out["weight_decay"]
+        assert left_out == {"maximize": False}, (name, left_out)
 
 
 def test_rule_table_text_says_the_common_defaults(text):
     section = text[text.index("\n## The rules\n"):]
     assert "`weight_decay=0.0`" in section and "`num_threads=None`" in section
+    assert "`maximize=False`" in section
     assert '`backend="compiled"`' in section
 
 

@@ -445,3 +445,45 @@ def test_options_that_need_the_step_in_the_functional_form():
         F.adagrad(p, np.ones(3), np.zeros(3), lr_decay=0.1)
     with pytest.raises(TypeError, match="initial_accumulator_value"):  # the caller's state
         F.adagrad(p, np.ones(3), np.zeros(3), initial_accumulator_value=0.1)
+
+
+def test_maximize_by_hand_and_its_checks():
+    from fastoptim import functional as F
+
+    # SGD, lr 0.5, g = 1, weight decay 0.5 at p = 2: torch's maximize negates g before
+    # the decay is added: g' = -1 + 0.5*2 = 0, so p stays
+    p = np.array([2.0])
+    fo.SGD(lr=0.5, weight_decay=0.5, maximize=True).update([p], [np.ones(1)])
+    assert p.tolist() == [2.0]
+    p = np.array([2.0])
+    fo.SGD(lr=0.5, maximize=True).update([p], [np.ones(1)])
+    assert p.tolist() == [2.5]
+    for backend in BACKENDS:  # the functional form has it too
+        q = np.array([2.0])
+        F.sgd(q, np.ones(1), lr=0.5, maximize=True, backend=backend)
+        assert q.tolist() == [2.5]
+    with pytest.raises(TypeError, match=r"maximize must be True or False, got 1"):
+        fo.Adam(maximize=1)
+    opt = fo.Adam()
+    opt.maximize = np.bool_(True)
+    assert opt.maximize is True
+
+
+def test_state_dicts_from_before_the_options_load_with_them_off():
+    """A state_dict without torch's options (maximize, dampening, lr_decay,
+    initial_accumulator_value: added to the rules later) loads with their defaults; a
+    state_dict missing a hyper-parameter of the rule itself is still refused."""
+    for cls, options in ((fo.Momentum, ("maximize", "dampening")),
+                         (fo.AdaGrad, ("maximize", "lr_decay", "initial_accumulator_value")),
+                         (fo.Adam, ("maximize",))):
+        opt = cls(lr=0.05)
+        opt.update([np.ones(3)], [np.ones(3)])
+        sd = opt.state_dict()
+        for name in options:
+            del sd["hyperparams"][name]
+        other = cls(maximize=True)
+        other.load_state_dict(sd)
+        assert other.lr == 0.05 and other.maximize is False
+        del sd["hyperparams"]["lr"]
+        with pytest.raises(ValueError, match=r"hyperparams must have exactly the keys"):
+            cls().load_state_dict(sd)

@@ -140,7 +140,11 @@ def test_update_many_reports_a_key_mismatch(target):
 def test_step_scalars_follow_the_stepped_flag(rule):
     """A rule marked not ``stepped`` has the same scalars at every step (the engine then
     passes them once for all steps); a stepped one's change with the step."""
-    at = rule.step_scalars(**rule.defaults)
+    own = {k: v for k, v in rule.defaults.items() if k != "maximize"}  # the engine's
+    at = rule.step_scalars(**own)
     assert len(at(1)) == len(rule.scalar_names)
     assert rule.scalars(7, **rule.defaults) == at(7)
     assert (at(1) != at(2)) == rule.stepped
+    # the engine's scalars: the rule's, then the gradient's sign
+    assert rule.stepper(rule.defaults)(7) == (*at(7), 1.0)
+    assert rule.stepper(dict(rule.defaults, maximize=True))(7) == (*at(7), -1.0)

@@ -305,10 +305,13 @@ class NumpyEngine:
         for p, g, record in work:
             order = "C" if p.flags.c_contiguous else "F"
             step = int(record[0]) + 1
-            kernel(_core.flat_view(p, order), _core.flat_view(g, order),
+            sc = scalars if type(scalars) is tuple else scalars[step]
+            g = _core.flat_view(g, order)
+            if sc[-1] != 1.0:  # maximize: the rule on -g, as the kernels' g*(-1)
+                g = g * g.dtype.type(sc[-1])
+            kernel(_core.flat_view(p, order), g,
                    *[_core.flat_view(b, order) for b in record[1:]],
-                   **dict(zip(rule.scalar_names,
-                              scalars if type(scalars) is tuple else scalars[step])))
+                   **dict(zip(rule.scalar_names, sc)))
             record[0][()] = step
             if step not in taken:
                 taken.append(step)
@@ -388,7 +391,7 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     if type(scalars) is dict:  # else one tuple for every step
         for s in need:
             if s not in scalars:
-                scalars[s] = (rule.scalars(s, **hyper) if groups is None
+                scalars[s] = (rule.stepper(hyper)(s) if groups is None
                               else groups.scalars_at(s))
     result = engine.run(rule.id, params, grads, use, scalars, *args)
     if result is True:

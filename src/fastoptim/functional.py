@@ -51,7 +51,7 @@ def _run(rule, param, grad, state, step, num_threads, backend, hyper):
                             f"from 1)")
         step = 1
     step = _core.check_step(step)
-    scalars = {step: rule.scalars(step, **hyper)}
+    scalars = {step: rule.stepper(hyper)(step)}
     slots = {0: [np.array(step - 1, dtype=np.int64), *state]}
     _engine.step(engine, rule, [param], [grad], slots, scalars, hyper, nt=nt, cache=[],
                  plan=[], steps_out=[], pacer=pacer, naming=_engine.FunctionalNames)

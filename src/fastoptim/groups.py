@@ -236,7 +236,7 @@ class GroupTable:
         group, step = split(boxed_step)
         stepper = self._steppers.get(group)
         if stepper is None:
-            stepper = self.optimizer.rule.step_scalars(**self.hyper(group))
+            stepper = self.optimizer.rule.stepper(self.hyper(group))
             self._steppers[group] = stepper
         return stepper(step)
 

@@ -89,7 +89,9 @@ class Optimizer:
         object.__setattr__(self, name, value)
 
     def __repr__(self):
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._hyper_names)
+        # options at their defaults (maximize=False, ...) are left out, as they are off
+        args = ", ".join(f"{h.name}={getattr(self, h.name)!r}" for h in self.rule.hyper
+                         if not (h.option and getattr(self, h.name) == h.default))
         extra = ""
         if self.num_threads is not None:
             extra += f", num_threads={self.num_threads!r}"
@@ -184,7 +186,7 @@ class Optimizer:
             return self._update_grouped(params, grads, args, target)
         stepper = self._stepper
         if stepper is None:  # step -> scalars, for the current hyper-parameters
-            stepper = self.rule.step_scalars(**self._hyper)
+            stepper = self.rule.stepper(self._hyper)
             object.__setattr__(self, "_stepper", stepper)
             # per instance: an option such as AdaGrad's lr_decay makes scalars stepped
             object.__setattr__(self, "_stepped", self.rule.is_stepped(self._hyper))
@@ -278,6 +280,9 @@ class Optimizer:
             raise ValueError(f"this state_dict belongs to a {kind} optimizer, not "
                              f"{self._kind()}")
         hyper = dict(state_dict["hyperparams"])
+        for h in self.rule.hyper:  # an option added since the state_dict was made: off
+            if h.option and h.name not in hyper:
+                hyper[h.name] = h.default
         if set(hyper) != set(self._hyper_names):
             raise ValueError(f"hyperparams must have exactly the keys "
                              f"{sorted(self._hyper_names)}, got {sorted(hyper)}")

@@ -72,6 +72,14 @@ def check_betas(name, value):
     return (check_unit_open("beta1", b1), check_unit_open("beta2", b2))
 
 
+def check_bool(name, value):
+    """True or False (NumPy's bool too)."""
+    t = type(value)  # NumPy's bool by name: this module imports no NumPy
+    if t is bool or (t.__module__ == "numpy" and t.__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 _REQUIRED = object()
 
 
@@ -107,17 +115,18 @@ class _Row:
 
 _RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
                check_unit_closed: "0 <= {name} <= 1",
-               check_betas: "each 0 <= beta < 1"}
+               check_betas: "each 0 <= beta < 1", check_bool: "True or False"}
 
 
 class Hyper(_Row):
     """One hyper-parameter of a rule: ``name``, ``default``, ``check`` (a function
     (name, value) -> the value to store, or it raises), ``doc`` (what it is, one
-    sentence; the range is added from ``check``) and ``type`` (for the docs and stubs:
-    "float" unless given)."""
+    sentence; the range is added from ``check``), ``type`` (for the docs and stubs:
+    "float" unless given) and ``option`` (an option added to the rule, off by default:
+    a state_dict without it loads with the default)."""
 
     _fields = (("name", _REQUIRED), ("default", _REQUIRED), ("check", _REQUIRED),
-               ("doc", _REQUIRED), ("type", "float"))
+               ("doc", _REQUIRED), ("type", "float"), ("option", False))
 
     def range_text(self):
         return _RANGE_TEXT[self.check].format(name=self.name)
@@ -136,6 +145,10 @@ _COUPLED_DECAY = Hyper(
     "Coupled L2 decay: ``g <- g + weight_decay*p`` before the rule (in a register: "
     "the gradient array is never written), skipped when 0.")
 _MOMENTUM = Hyper("momentum", 0.9, check_unit_open, "The velocity's decay.")
+# every rule's last hyper-parameter (Rule adds it): torch.optim's maximize
+MAXIMIZE = Hyper("maximize", False, check_bool,
+                 "Step up the gradient (maximise the objective): the rule on ``-g``, "
+                 "before any weight decay, as torch.optim.", type="bool", option=True)
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
 
@@ -362,6 +375,11 @@ class Rule(_Row):
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
                ("torch", ()), ("stepped_by", ()), ("state_init", None))
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "maximize" not in (h.name for h in self.hyper):  # every rule has it, last
+            object.__setattr__(self, "hyper", (*self.hyper, MAXIMIZE))
+
     @property
     def id(self):
         return _IDS[self.name]
@@ -392,10 +410,23 @@ class Rule(_Row):
             return (0.0,) * len(self.state)
         return tuple(0.0 if n is None else hyper[n] for n in self.state_init)
 
+    def stepper(self, hyper):
+        """The function step -> the kernel scalars for these (checked) hyper-parameters:
+        the rule's own, in the order of ``scalar_names``, then the gradient's sign (-1
+        with ``maximize``), which the engine applies to every gradient element."""
+        own = {k: v for k, v in hyper.items() if k != "maximize"}
+        at = self.step_scalars(**own)
+        sign = -1.0 if hyper.get("maximize") else 1.0
+
+        def scalars(step):
+            return (*at(step), sign)
+        return scalars
+
     def scalars(self, step, **hyper):
-        """The kernel scalars of step ``step`` (counting from 1) for these (checked)
-        hyper-parameters, in the order of ``scalar_names``."""
-        return self.step_scalars(**hyper)(step)
+        """The rule's kernel scalars of step ``step`` (counting from 1) for these
+        (checked) hyper-parameters, in the order of ``scalar_names`` (without the
+        gradient's sign that :meth:`stepper` adds for the engine)."""
+        return self.step_scalars(**{k: v for k, v in hyper.items() if k != "maximize"})(step)
 
     def check(self, **hyper):
         """Validate hyper-parameters of this rule by name; return them as stored."""
@@ -419,7 +450,8 @@ RULES = (
           Hyper("dampening", 0.0, check_unit_closed,
                 "torch.optim's dampening: from a parameter's second step on, the "
                 "gradient enters the velocity as ``lr*(1-dampening)*g`` (its first "
-                "step adds ``lr*g``, as torch).")), 2, _dampened_momentum_scalars,
+                "step adds ``lr*g``, as torch).", option=True)), 2,
+         _dampened_momentum_scalars,
          ("lr", "momentum", "weight_decay"), "light",
          notes="``v`` holds lr-scaled steps, so a later change of ``lr`` leaves the "
                "stored velocity as it was (old steps keep their learning rate; "
@@ -442,11 +474,11 @@ RULES = (
          ("sum_sq",), {"sum_sq": "the running sum ``G`` of squared gradients"},
          (_lr(1e-2), _eps(1e-10, "Added to ``sqrt(G)`` (outside the root, as "
                                  "torch.optim)."), _COUPLED_DECAY,
-          Hyper("lr_decay", 0.0, check_nonneg,
-                "torch.optim's learning-rate decay: step ``t`` uses "
-                "``lr/(1 + (t-1)*lr_decay)``."),
-          Hyper("initial_accumulator_value", 0.0, check_nonneg,
-                "The value ``G`` starts at (torch.optim's; 0 in the paper).")), 1,
+          Hyper("lr_decay", 0.0, check_nonneg, option=True,
+                doc="torch.optim's learning-rate decay: step ``t`` uses "
+                    "``lr/(1 + (t-1)*lr_decay)``."),
+          Hyper("initial_accumulator_value", 0.0, check_nonneg, option=True,
+                doc="The value ``G`` starts at (torch.optim's; 0 in the paper).")), 1,
          _adagrad_scalars, ("lr", "eps", "weight_decay"), "heavy", torch=("Adagrad", {}),
          notes="With ``lr_decay`` the kernel's ``lr`` scalar is the step's rate.",
          stepped_by=("lr_decay",), state_init=("initial_accumulator_value",)),

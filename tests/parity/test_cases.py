@@ -259,3 +259,27 @@ def test_steps_differ_within_one_call(parallel_everything):
     assert [of.state[f"w{i}"]["step"] for i in range(4)] == [4, 3, 2, 1]
     for k in base:
         assert_same(fast[k], ref[k])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_maximize_is_the_rule_on_minus_g(cls, dtype, no_serial_threshold):
+    """maximize=True steps exactly as the same rule given -g (negation is exact), on the
+    kernels (serial and parallel) and on the reference; the state is the same too."""
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal(5003).astype(dtype)
+    grads = [rng.standard_normal(5003).astype(dtype) for _ in range(STEPS)]
+    runs = {}
+    for name, maximize, sign in (("max", True, 1), ("neg", False, -1)):
+        for backend, nt in (("compiled", 1), ("compiled", 2), ("numpy", None)):
+            p = p0.copy()
+            opt = cls(**HYPER[cls], maximize=maximize, backend=backend, num_threads=nt)
+            for g in grads:
+                opt.update([p], [g if sign == 1 else -g])
+            runs[name, backend, nt] = (p, opt.state[0])
+    first = runs["max", "compiled", 1]
+    assert not np.array_equal(first[0], p0)
+    for p, state in runs.values():
+        assert_same(p, first[0])
+        for n in cls.rule.state:
+            assert_same(state[n], first[1][n])

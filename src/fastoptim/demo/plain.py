@@ -35,7 +35,7 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Ada
 
 
 class SGD:
-    """p <- p - lr*g."""
+    """``p <- p - lr*g``."""
 
     def __init__(self, lr=1e-3, weight_decay=0.0):
         self.lr = lr
@@ -50,7 +50,7 @@ class SGD:
 
 
 class Momentum:
-    """v <- momentum*v + lr*g ; p <- p - v."""
+    """``v <- momentum*v + lr*g ; p <- p - v``."""
 
     def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0):
         self.lr = lr
@@ -70,7 +70,7 @@ class Momentum:
 
 
 class Nesterov:
-    """v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g) (look-ahead form)."""
+    """``v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)`` (look-ahead form)."""
 
     def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0):
         self.lr = lr
@@ -90,7 +90,7 @@ class Nesterov:
 
 
 class AdaGrad:
-    """h <- h + g*g ; p <- p - lr*g / (sqrt(h) + eps)."""
+    """``h <- h + g*g ; p <- p - lr*g / (sqrt(h) + eps)``."""
 
     def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0):
         self.lr = lr
@@ -110,7 +110,7 @@ class AdaGrad:
 
 
 class RMSprop:
-    """h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)."""
+    """``h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)``."""
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0):
         self.lr = lr
@@ -131,8 +131,8 @@ class RMSprop:
 
 
 class AdaDelta:
-    """h <- rho*h + (1-rho)*g*g ; d <- sqrt(s + eps)/sqrt(h + eps)*g ;
-    s <- rho*s + (1-rho)*d*d ; p <- p - lr*d."""
+    """``h <- rho*h + (1-rho)*g*g ; d <- sqrt(s + eps)/sqrt(h + eps)*g ;
+    s <- rho*s + (1-rho)*d*d ; p <- p - lr*d``."""
 
     def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
         self.lr = lr
@@ -157,8 +157,9 @@ class AdaDelta:
 
 
 class Adam:
-    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
-    p <- p - lr*m_hat / (sqrt(v_hat) + eps), m_hat = m/(1-b1**t), v_hat = v/(1-b2**t)."""
+    """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
+    p <- p - lr*m_hat / (sqrt(v_hat) + eps)``, with ``m_hat = m/(1-b1**t)`` and
+    ``v_hat = v/(1-b2**t)``."""
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = lr
@@ -186,7 +187,7 @@ class Adam:
 
 
 class AdamW:
-    """p <- p*(1 - lr*weight_decay), then Adam's step with no decay term in g."""
+    """``p <- p*(1 - lr*weight_decay)``, then Adam's step with no decay term in ``g``."""
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         self.lr = lr
@@ -213,8 +214,8 @@ class AdamW:
 
 
 class Lion:
-    """c <- b1*m + (1-b1)*g ; p <- p*(1 - lr*weight_decay) - lr*sign(c) ;
-    m <- b2*m + (1-b2)*g."""
+    """``c <- b1*m + (1-b1)*g ; p <- p*(1 - lr*weight_decay) - lr*sign(c) ;
+    m <- b2*m + (1-b2)*g``."""
 
     def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
         self.lr = lr
@@ -235,7 +236,7 @@ class Lion:
 
 
 class Adamax:
-    """m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - lr/(1-b1**t) * m/u."""
+    """``m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - lr/(1-b1**t) * m/u``."""
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = lr
@@ -261,9 +262,10 @@ class Adamax:
 
 
 class NAdam:
-    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; with mu_t = b1*(1 - 0.5*0.96**(t*psi))
-    and prod_t = mu_1*...*mu_t: p <- p - lr*((1-mu_t)/(1-prod_t)*g
-    + mu_{t+1}/(1-prod_t*mu_{t+1})*m) / (sqrt(v_hat) + eps), as torch.optim.NAdam."""
+    """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g``; with the momentum schedule
+    ``mu_t = b1*(1 - 0.5*0.96**(t*momentum_decay))`` and its running product
+    ``prod_t = mu_1*...*mu_t``, ``p <- p - lr*((1-mu_t)/(1-prod_t)*g +
+    mu_{t+1}/(1-prod_t*mu_{t+1})*m) / (sqrt(v_hat) + eps)``, as torch.optim.NAdam."""
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  momentum_decay=4e-3):
@@ -299,9 +301,9 @@ class NAdam:
 
 
 class RAdam:
-    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; rho_t from b2 and t; while
-    rho_t <= 5 p <- p - lr*m_hat, after p <- p - lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps),
-    as torch.optim.RAdam."""
+    """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g``; while ``rho_t <= 5``,
+    ``p <- p - lr*m_hat``, after that ``p <- p - lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps)``
+    (``rho_t`` and ``r_t`` from ``b2`` and ``t``), as torch.optim.RAdam."""
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = lr

@@ -21,7 +21,7 @@ test after the other; ``fastoptim bench --e2e`` interleaves the epochs of every
 configuration instead, and adds ``OMP_WAIT_POLICY=passive`` (which needs a process of
 its own).
 
-    pytest bench/test_bench_e2e.py --benchmark-only      # measure (~1-2 min on 2 cores)
+    pytest bench/test_bench_e2e.py --benchmark-only      # measure (~50 s on 2 idle cores)
     pytest bench --benchmark-disable                     # smoke: one epoch of 256 rows
 
 No test here asserts a time.

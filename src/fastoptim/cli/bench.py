@@ -110,7 +110,8 @@ def main(argv=None):
         "NumPy's BLAS at its default and at 1 thread, in worker processes (one per "
         "environment), epochs interleaved across them. The options above do not apply.")
     e2e.add_argument("--e2e", action="store_true",
-                     help="time training epochs instead of single updates (~60 s)")
+                     help="time training epochs instead of single updates (~45 s on 2 "
+                          "idle cores)")
     e2e.add_argument("--models", default=",".join(E2E_MODELS),
                      help="comma-separated MLP widths (default: " + ",".join(E2E_MODELS) + ")")
     e2e.add_argument("--epochs", type=int, default=3,

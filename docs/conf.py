@@ -67,13 +67,14 @@ html_static_path = []
 
 # -- the training toolkit's modules -----------------------------------------------------
 # fastoptim.demo.nn and fastoptim.demo.datasets (the old paths fastoptim.nn and
-# fastoptim.datasets stay, with a DeprecationWarning)
+# fastoptim.datasets stay, with a DeprecationWarning), and fastoptim.demo.plain (the
+# demo's baseline: every rule as a plain NumPy optimizer)
 def _demo_api():
     base = "fastoptim.demo"
     text = "".join(
         f"``{base}.{name}``\n" + "~" * (len(base) + len(name) + 5) + "\n\n"
         f".. automodule:: {base}.{name}\n   :members:\n\n"
-        for name in ("nn", "datasets"))
+        for name in ("nn", "datasets", "plain"))
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_generated")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "demo_api.inc")

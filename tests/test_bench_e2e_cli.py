@@ -65,11 +65,16 @@ def test_e2e_json(capsys):
         assert 0 < r["update_s"] < r["epoch_s"]          # the update is part of the epoch
         assert r["update_share"] == r["update_s"] / r["epoch_s"]
         assert np.isfinite(r["final_loss"])
-        assert r["same_trajectory"] is True
+        # bit-identical to the reference; the plain loop is the same rule, not checked
+        assert r["same_trajectory"] is (None if r["config"] == "plain" else True)
     for b in e2e.E2E_BLAS:
         group = {r["config"]: r for r in rows if r["blas"] == b}
         for r in group.values():
             assert r["speedup_vs_reference"] == group["reference"]["epoch_s"] / r["epoch_s"]
+            assert r["speedup_vs_plain"] == group["plain"]["epoch_s"] / r["epoch_s"]
+        # the plain Adam's loss is the reference's, to rounding
+        assert group["plain"]["final_loss"] == pytest.approx(group["reference"]["final_loss"],
+                                                             rel=1e-5)
         assert group["passive"]["environment"].get("OMP_WAIT_POLICY") == "passive"
         assert "OMP_WAIT_POLICY" not in group["fastoptim"]["environment"]
     one = [r for r in rows if r["blas"] == "1"]
@@ -89,16 +94,45 @@ def test_e2e_table_through_python_m():
     lines = out.stdout.splitlines()
     assert lines[0].startswith("fastoptim ") and "threads by default" in lines[0]
     assert "median of 1 epochs" in lines[1]
-    assert lines[2] == ("| model | BLAS threads | NumPy reference | fastoptim default | "
+    assert "× = plain NumPy Adam epoch / this epoch (above 1: faster than the plain NumPy " \
+        "loop)" in lines[1]
+    assert lines[2] == ("| model | BLAS threads | plain NumPy Adam | "
+                        "fastoptim.reference (NumPy) | fastoptim default | "
                         "fastoptim num_threads=1 | default, OMP_WAIT_POLICY=passive |")
     body = [li for li in lines if li.startswith("| 8-16-4 |")]
     assert len(body) == 2 and body[1].startswith("| 8-16-4 | 1")
     for li in body:
         cells = [c.strip() for c in li.strip("|").split("|")]
         assert all(" ms (" in c and "% in update)" in c for c in cells[2:])
+        assert not cells[2].endswith("×")                # the baseline's own column
         assert all(c.endswith("×") for c in cells[3:])
-    assert "bit-identical" in out.stdout
+    assert "fastoptim.demo.plain.Adam, Adam as a user writes it" in out.stdout
+    assert "the NumPy specification fastoptim matches bit for bit" in out.stdout
+    assert "every fastoptim configuration ended with parameters bit-identical" in out.stdout
     assert "[e2e 1/1] 8-16-4: warm-up" in out.stderr
+
+
+def test_e2e_table_baseline():
+    """The ratios divide by the plain loop's epoch, or by the reference's when the plain
+    loop did not run (run_e2e(configs=...))."""
+    def row(config, epoch_s):
+        return {"model": "8-4", "blas": "1", "blas_threads": 1, "config": config,
+                "epoch_s": epoch_s, "update_share": 0.5, "same_trajectory": None,
+                "speedup_vs_plain": None, "speedup_vs_reference": None}
+
+    rows = [row("plain", 0.004), row("reference", 0.006), row("fastoptim", 0.002)]
+    for r in rows:
+        r["speedup_vs_plain"] = 0.004 / r["epoch_s"]
+        r["speedup_vs_reference"] = 0.006 / r["epoch_s"]
+    result = {"configs": ["plain", "reference", "fastoptim"], "models": ["8-4"],
+              "blas": ["1"], "rows": rows}
+    body = e2e.e2e_table(result).splitlines()[-1]
+    assert body == ("| 8-4 | 1 (1) | 4.00 ms (50% in update) | 6.00 ms (50% in update) "
+                    "0.67× | 2.00 ms (50% in update) 2.00× |")
+    result = {**result, "configs": ["reference", "fastoptim"], "rows": rows[1:]}
+    assert e2e.e2e_table(result).splitlines()[-1] == (
+        "| 8-4 | 1 (1) | 6.00 ms (50% in update) | 2.00 ms (50% in update) 3.00× |")
+    assert e2e.e2e_baseline(["serial"]) is None
 
 
 @pytest.mark.parametrize("argv, message", [

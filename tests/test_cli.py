@@ -14,7 +14,7 @@ import pytest
 
 import fastoptim as fo
 from fastoptim import cli
-from fastoptim.demo import datasets, loop, paths, settings, train
+from fastoptim.demo import datasets, loop, paths, plain, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
@@ -38,64 +38,128 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
     assert cli.main(["demo", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     header, rows = read_csv(tmp_path / "loss_curves.csv")
-    assert header == ["optimizer", "epoch", "train_loss", "test_loss", "test_accuracy"]
+    assert header == ["optimizer", "epoch", "train_loss", "test_loss", "test_accuracy",
+                      "plain_train_loss"]
     assert [(r["optimizer"], r["epoch"]) for r in rows] == [
         (name, str(e)) for name in ALL for e in (0, 1)]
     # Same initial weights for everyone: the same loss at epoch 0.
     assert len({r["train_loss"] for r in rows if r["epoch"] == "0"}) == 1
     for r in rows:
         assert np.isfinite(float(r["train_loss"])) and 0 <= float(r["test_accuracy"]) <= 1
+        # the plain NumPy loop is the same rule: its curve is fastoptim's, to rounding
+        # (45 updates here; measured differences are below 1e-6)
+        assert float(r["plain_train_loss"]) == pytest.approx(float(r["train_loss"]),
+                                                             rel=1e-4), r
     assert_png(tmp_path / "loss_curves.png")
     table = out[out.index("optimizer  final loss"):]
+    groups = out.splitlines()[out.splitlines().index(table.splitlines()[0]) - 1]
+    assert re.fullmatch(r" +-+ epoch ms -+  -+ update ms -+ +vs reference +plain loss",
+                        groups), groups
     assert table.splitlines()[0].split() == [
-        "optimizer", "final", "loss", "test", "acc", "epoch", "ms", "ref", "epoch", "ms",
-        "epoch", "x", "update", "ms", "ref", "update", "ms", "update", "x", "same", "result"]
+        "optimizer", "final", "loss", "test", "acc", "fastoptim", "plain", "x", "plain",
+        "reference", "fastoptim", "plain", "x", "plain", "reference", "result", "rel",
+        "diff"]
     for name in ALL:
         line = next(li for li in table.splitlines() if li.startswith(name + " "))
         cells = line.split()
-        assert cells[-1] == "bit-identical" and len(cells) == 10
-        epoch, ref_epoch, update, ref_update = map(float, (cells[3], cells[4], cells[6],
-                                                           cells[7]))
-        assert 0 < update <= epoch and 0 < ref_update <= ref_epoch   # update: part of it
-        assert re.fullmatch(r"\d+\.\dx", cells[5]) and re.fullmatch(r"\d+\.\dx", cells[8])
-    totals = re.search(r"epochs ([\d.]+) ms with fastoptim vs ([\d.]+) ms with the NumPy "
-                       r"reference \([\d.]+x\); of which in update ([\d.]+) ms vs ([\d.]+) ms",
-                       out)
+        assert len(cells) == 13 and cells[-2] == "bit-identical"
+        epoch, plain_epoch, ref_epoch, update, plain_update, ref_update = map(
+            float, (cells[3], cells[4], cells[6], cells[7], cells[8], cells[10]))
+        # update: part of the epoch, for each of the three loops
+        assert 0 < update <= epoch and 0 < plain_update <= plain_epoch
+        assert 0 < ref_update <= ref_epoch
+        assert re.fullmatch(r"\d+\.\dx", cells[5]) and re.fullmatch(r"\d+\.\dx", cells[9])
+        assert float(cells[-1]) < 1e-4
+    totals = re.search(r"epochs ([\d.]+) ms with fastoptim vs ([\d.]+) ms with the plain "
+                       r"NumPy loop \(([\d.]+)x\); of which in update ([\d.]+) ms vs "
+                       r"([\d.]+) ms \(([\d.]+)x\)", out)
     assert totals, out
-    epoch, _, update, _ = map(float, totals.groups())
+    epoch, plain_epoch, epoch_x, update, plain_update, update_x = map(float,
+                                                                      totals.groups())
+    assert epoch_x == pytest.approx(plain_epoch / epoch, rel=0.05, abs=0.01)
+    assert update_x == pytest.approx(plain_update / update, rel=0.1, abs=0.1)
+    ref = re.search(r"^the NumPy reference \(fastoptim.reference, bit-identical to "
+                    r"fastoptim\): epochs ([\d.]+) ms \([\d.]+x fastoptim's\), of which "
+                    r"in update ([\d.]+) ms \([\d.]+x fastoptim's\)$", out, re.M)
+    assert ref, out
     share = re.search(r"^(backprop dominates|updates dominate): updates are (\d+)% of "
-                      r"fastoptim's epoch time", out, re.M)
+                      r"fastoptim's epoch time.*\(with the plain NumPy loop, updates are "
+                      r"(\d+)% of its epoch\)$", out, re.M)
     assert share, out
     assert abs(int(share.group(2)) - 100 * update / epoch) <= 1
+    assert abs(int(share.group(3)) - 100 * plain_update / plain_epoch) <= 1
     assert (share.group(1) == "updates dominate") == (update / epoch >= 0.5)
-    assert "NumPy reference" in out and "wrote" in out
+    assert "fastoptim.demo.plain" in out and "wrote" in out
+
+
+def test_demo_table_columns():
+    row = {"optimizer": "Adam", "final_loss": 0.5, "metric": 0.9, "epoch_s": 0.002,
+           "plain_epoch_s": 0.003, "ref_epoch_s": 0.004, "update_s": 0.0001,
+           "plain_update_s": 0.0012, "ref_update_s": 0.0015, "identical": True,
+           "plain_loss_rel_diff": 2.5e-7}
+    lines = train._demo_table([row, {**row, "optimizer": "SGD", "identical": False,
+                                     "plain_loss_rel_diff": 0.0}], False).splitlines()
+    assert lines[3].split() == ["Adam", "0.5000", "90.0%", "2.00", "3.00", "1.5x", "4.00",
+                                "0.10", "1.20", "12.0x", "1.50", "bit-identical", "2e-07"]
+    assert lines[4].split()[-2:] == ["DIFFERENT", "0"]
+    # each group title spans its own columns: epoch ms over the four after "test acc",
+    # update ms over the next four
+    head = lines[1]
+    spans = [m.span() for m in re.finditer(r"-+ [\w ]+? -+|\S+(?: \S+)*", lines[0])]
+    assert [lines[0][a:b].strip("- ") for a, b in spans] == [
+        "epoch ms", "update ms", "vs reference", "plain loss"]
+    ref1 = head.index("reference") + len("reference")
+    ref2 = head.index("reference", ref1) + len("reference")
+    assert spans[0] == (head.index("test acc") + len("test acc") + 2, ref1)
+    assert spans[1] == (ref1 + 2, ref2)
+    assert spans[2][1] == head.index("result") + len("result")
+    assert spans[3][1] == len(head) == len(lines[0]) == len(lines[2])
 
 
 def test_demo_dominance_line():
     assert train._dominance(1.0, 0.2, 2.0, 1.2).startswith(
         "backprop dominates: updates are 20% of fastoptim's epoch time, forward and "
         "backward passes (matrix products) the other 80%")
-    assert "(with the NumPy reference, updates are 60% of its epoch)" in \
+    assert "(with the plain NumPy loop, updates are 60% of its epoch)" in \
         train._dominance(1.0, 0.2, 2.0, 1.2)
     assert train._dominance(1.0, 0.7, 3.0, 2.8).startswith("updates dominate: updates are 70%")
 
 
-def test_demo_trains_two_identical_nets_in_the_same_loop(tmp_path, capsys, monkeypatch):
-    """fastoptim's optimizer and the reference each run whole epochs of their own net
-    (gradient + update), alternating; the epoch time is not a replay of updates."""
-    seen = []
+def test_demo_trains_three_nets_taking_turns(tmp_path, capsys, monkeypatch):
+    """fastoptim's optimizer, the plain NumPy one and the reference each run whole epochs
+    of their own net (gradient + update), taking turns in every order; the epoch time is
+    not a replay of updates."""
+    seen, nets = [], {}
     real = loop.train_epoch
 
     def spy(net, opt, batches):
-        seen.append(type(opt).__name__)
+        which = ("reference" if isinstance(opt, loop.PlainReference) else
+                 "plain" if isinstance(opt, plain.Adam) else
+                 "fastoptim" if isinstance(opt, fo.Adam) else None)
+        seen.append(which)
+        assert nets.setdefault(which, net) is net        # one net per loop, its own
         return real(net, opt, batches)
 
     monkeypatch.setattr(loop, "train_epoch", spy)
-    assert cli.main(["demo", "--epochs", "3", "--optimizers", "adam", "--no-progress",
+    assert cli.main(["demo", "--epochs", "6", "--optimizers", "adam", "--no-progress",
                      "--out", str(tmp_path)]) == 0
-    assert seen == ["Adam", "PlainReference", "PlainReference", "Adam", "Adam",
-                    "PlainReference"]
+    loops = ["fastoptim", "plain", "reference"]
+    assert len(set(map(id, nets.values()))) == 3
+    epochs = [seen[i:i + 3] for i in range(0, len(seen), 3)]
+    assert epochs == [[loops[i] for i in order] for order in train.LOOP_ORDERS]
+    # over six epochs each loop ran first, second and third twice
+    for position in range(3):
+        assert sorted(e[position] for e in epochs) == sorted(loops * 2)
     assert "bit-identical" in capsys.readouterr().out
+
+
+def test_demo_fails_for_a_rule_without_a_plain_version(tmp_path, capsys, monkeypatch):
+    monkeypatch.delitem(plain.PLAIN, "Lion")
+    assert cli.main(["demo", "--optimizers", "sgd,lion", "--epochs", "1", "--no-progress",
+                     "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "Lion has no plain NumPy version in fastoptim.demo.plain" in err
+    assert not (tmp_path / "x").exists()                 # failed before any training
 
 
 def test_demo_apartment_regression(tmp_path, capsys):
@@ -103,7 +167,7 @@ def test_demo_apartment_regression(tmp_path, capsys):
                      "sgd,Adam", "--out", str(tmp_path / "apt"), "--no-progress",
                      "--seed", "3"]) == 0
     header, rows = read_csv(tmp_path / "apt" / "loss_curves.csv")
-    assert header == ["optimizer", "epoch", "train_loss", "train_rmse"]
+    assert header == ["optimizer", "epoch", "train_loss", "train_rmse", "plain_train_loss"]
     assert [(r["optimizer"], int(r["epoch"])) for r in rows] == [
         (n, e) for n in ("SGD", "Adam") for e in range(4)]
     # RMSE in price units = sqrt(MSE of standardised prices) * std of the prices
@@ -111,6 +175,8 @@ def test_demo_apartment_regression(tmp_path, capsys):
     for r in rows:
         assert float(r["train_rmse"]) == pytest.approx(
             np.sqrt(float(r["train_loss"])) * y_std, rel=1e-6)
+        assert float(r["plain_train_loss"]) == pytest.approx(float(r["train_loss"]),
+                                                             rel=1e-9)   # float64
     assert_png(tmp_path / "apt" / "loss_curves.png")
     assert "MLP 2-2-1" in capsys.readouterr().out
 

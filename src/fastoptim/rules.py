@@ -10,8 +10,8 @@ registry, the CLI and benchmark lists, the typing stubs, the kernels' dispatch (
 at build time from ``kernels/_dispatch.pxi.tp``) and the docs' rule table are all made
 from :data:`RULES`.
 
-Adding a rule: a row here, a per-element kernel function, a reference function, tests
-and a doc line.
+Adding a rule: a row here, a per-element kernel function, a reference function, a plain
+NumPy version in ``fastoptim.demo.plain`` (the demo's baseline), tests and a doc line.
 
 This module imports nothing from the package (the build reads it to generate the
 kernels' dispatch), and nothing here touches an array.

@@ -10,10 +10,12 @@ def add_parser(sub):
         "demo", help="train an MLP with every optimizer; table, loss curves (PNG, CSV)",
         description="Train a NumPy MLP (fastoptim.demo.nn) with each optimizer from the "
                     "same initial weights on the same mini-batches, next to the same loop "
-                    "with the NumPy reference optimizer (epochs alternating); print final "
-                    "loss, accuracy, epoch time and the time in the optimizer for both, and "
-                    "which part of the epoch dominates; write <out>/loss_curves.png and "
-                    "<out>/loss_curves.csv.")
+                    "with the plain NumPy optimizer a user writes (fastoptim.demo.plain: "
+                    "the baseline of the speed-ups) and with the NumPy reference "
+                    "(fastoptim.reference: must end bit-identical), the three loops taking "
+                    "turns epoch by epoch; print final loss, accuracy, epoch time and the "
+                    "time in the optimizer for all three, and which part of the epoch "
+                    "dominates; write <out>/loss_curves.png and <out>/loss_curves.csv.")
     demo.add_argument("--dataset", choices=sorted(DEMO_SETUPS), default="digits",
                       help="digits: scikit-learn's bundled 8x8 digits (classification); "
                            "apartment: the 10-row price table of the lecture notes (MSE "

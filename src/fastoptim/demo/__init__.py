@@ -7,8 +7,10 @@
 * :mod:`fastoptim.demo.datasets` -- the demo's data sets (no download, ever);
 * :mod:`fastoptim.demo.settings` -- the demos' per-optimizer hyper-parameters, the one
   place that names optimizers (a rule without an entry runs with its defaults);
-* :mod:`fastoptim.demo.loop` -- a training epoch, and the plain NumPy optimizer the demo
-  and the end-to-end benchmark compare against;
+* :mod:`fastoptim.demo.plain` -- every rule as a plain NumPy optimizer, written the way a
+  user writes it (book-style): the baseline ``fastoptim demo`` measures fastoptim against;
+* :mod:`fastoptim.demo.loop` -- a training epoch, and the NumPy reference
+  (``fastoptim.reference``) as an optimizer, which fastoptim must match bit for bit;
 * :mod:`fastoptim.demo.train` -- ``fastoptim demo``: an MLP trained with every optimizer;
 * :mod:`fastoptim.demo.paths` -- ``fastoptim paths``: trajectories on 2-D test functions;
 * :mod:`fastoptim.demo.e2e` -- ``fastoptim bench --e2e``: epoch times of a training loop.

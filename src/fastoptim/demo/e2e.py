@@ -1,11 +1,12 @@
 """``fastoptim bench --e2e``: epochs of a training loop, timed (see :func:`run_e2e`).
 
 Epochs of ``fastoptim.demo.nn.MLP`` with Adam, the wall time of forward, backward and
-``update`` together, with the NumPy reference, fastoptim's default, ``num_threads=1`` and
-the default under ``OMP_WAIT_POLICY=passive``, each with NumPy's BLAS at its default
-thread count and at one thread, in worker processes (``python -m fastoptim.demo.e2e
---e2e-worker``, one per environment). ``bench/test_bench_e2e.py`` times the same epochs
-with pytest-benchmark.
+``update`` together, with the plain NumPy Adam a user writes (:mod:`fastoptim.demo.plain`,
+the baseline), the NumPy reference (``fastoptim.reference``), fastoptim's default,
+``num_threads=1`` and the default under ``OMP_WAIT_POLICY=passive``, each with NumPy's
+BLAS at its default thread count and at one thread, in worker processes (``python -m
+fastoptim.demo.e2e --e2e-worker``, one per environment). ``bench/test_bench_e2e.py``
+times the same epochs with pytest-benchmark.
 """
 
 import hashlib
@@ -21,13 +22,14 @@ import time
 import numpy as np
 
 from .._bench import cpu_name
+from . import plain
 from .loop import PlainReference, train_epoch
 
 E2E_MODELS = ("64-100-10", "784-256-10", "784-1024-1024-10")
 # the optimizer rows of the e2e table, in its column order
-E2E_CONFIGS = ("reference", "fastoptim", "serial", "passive")
-E2E_LABELS = {"reference": "NumPy reference", "fastoptim": "fastoptim default",
-              "serial": "fastoptim num_threads=1",
+E2E_CONFIGS = ("plain", "reference", "fastoptim", "serial", "passive")
+E2E_LABELS = {"plain": "plain NumPy Adam", "reference": "fastoptim.reference (NumPy)",
+              "fastoptim": "fastoptim default", "serial": "fastoptim num_threads=1",
               "passive": "default, OMP_WAIT_POLICY=passive"}
 E2E_BLAS = ("default", "1")
 # Variables that decide a row's OpenMP wait policy or BLAS thread count. Every worker
@@ -58,11 +60,14 @@ def e2e_data(sizes, samples, batch_size, seed=0):
 
 
 def e2e_optimizer(config):
-    """Adam (lr 1e-3) for a row: 'reference' (PlainReference), 'serial' (num_threads=1),
-    'fastoptim' or 'passive' (the library's default; 'passive' differs by its process's
-    environment)."""
+    """Adam (lr 1e-3) for a row: 'plain' (``fastoptim.demo.plain.Adam``, the plain NumPy
+    Adam a user writes), 'reference' (PlainReference: ``fastoptim.reference.adam``),
+    'serial' (num_threads=1), 'fastoptim' or 'passive' (the library's default; 'passive'
+    differs by its process's environment)."""
     import fastoptim as fo
 
+    if config == "plain":
+        return plain.Adam()
     if config == "reference":
         return PlainReference(fo.Adam())
     if config == "serial":
@@ -222,12 +227,15 @@ def run_e2e(models=E2E_MODELS, epochs=3, samples=4096, batch_size=64, progress=N
     threads spin for up to ~0.1 s (libgomp's for a few ms after a parallel region), and
     the previous epoch's spinning, in another process, must not be charged to this one.
 
-    Configurations (Adam, lr 1e-3, batches of ``batch_size``): ``reference``
-    (:class:`PlainReference`: ``fastoptim.reference.adam`` on each parameter, a plain
-    NumPy loop), ``fastoptim`` (``fo.Adam()``, the installed default threading), ``serial``
-    (``num_threads=1``), ``passive`` (the default, in a process started with
-    ``OMP_WAIT_POLICY=passive``). After the last round, every configuration of one BLAS
-    setting must hold bit-identical parameters (``same_trajectory``).
+    Configurations (Adam, lr 1e-3, batches of ``batch_size``): ``plain``
+    (:class:`fastoptim.demo.plain.Adam`: Adam as a user writes it in NumPy, the baseline
+    of ``speedup_vs_plain``), ``reference`` (:class:`PlainReference`:
+    ``fastoptim.reference.adam``, the specification, on each parameter), ``fastoptim``
+    (``fo.Adam()``, the installed default threading), ``serial`` (``num_threads=1``),
+    ``passive`` (the default, in a process started with ``OMP_WAIT_POLICY=passive``).
+    After the last round, every configuration but ``plain`` of one BLAS setting must hold
+    parameters bit-identical to the reference's (``same_trajectory``); ``plain``, the same
+    rule rounded differently, gets ``None`` there.
     """
     progress = progress or (lambda msg: None)
     models = [str(m) for m in models]
@@ -302,12 +310,15 @@ def run_e2e(models=E2E_MODELS, epochs=3, samples=4096, batch_size=64, progress=N
                     "epochs_s": [r["epoch_s"] for r in runs],
                     "updates_s": [r["update_s"] for r in runs],
                     "final_loss": runs[-1]["loss"],
-                    "same_trajectory": (None if ref_digest is None
+                    "same_trajectory": (None if ref_digest is None or c == "plain"
                                         else digests[(mi, b, c)] == ref_digest)})
             ref = next((r for r in group if r["config"] == "reference"), None)
+            base = next((r for r in group if r["config"] == "plain"), None)
             for r in group:
                 r["speedup_vs_reference"] = (ref["epoch_s"] / r["epoch_s"]
                                              if ref is not None else None)
+                r["speedup_vs_plain"] = (base["epoch_s"] / r["epoch_s"]
+                                         if base is not None else None)
             rows.extend(group)
     cfg = fo.get_config()
     return {"mode": "e2e", "fastoptim": cfg["version"], "cpu": cpu_name(),
@@ -327,8 +338,19 @@ def _fmt_epoch(s):
     return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
+def e2e_baseline(configs):
+    """The configuration the table's ratios divide by: the plain NumPy loop when it ran,
+    else the reference (None: neither ran)."""
+    return next((c for c in ("plain", "reference") if c in configs), None)
+
+
 def e2e_table(result):
+    """The markdown table: a row per model and BLAS setting, a column per configuration;
+    each cell the median epoch, its share in ``update`` and (but in the baseline's
+    column) the baseline's epoch over this one (:func:`e2e_baseline`)."""
     configs = result["configs"]
+    base = e2e_baseline(configs)
+    speedup = f"speedup_vs_{base}"
     head = ["model", "BLAS threads", *(E2E_LABELS[c] for c in configs)]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     by = {(r["model"], r["blas"], r["config"]): r for r in result["rows"]}
@@ -341,8 +363,8 @@ def e2e_table(result):
             for c in configs:
                 r = by[(model, b, c)]
                 cell = f"{_fmt_epoch(r['epoch_s'])} ({r['update_share']:.0%} in update)"
-                if c != "reference" and r["speedup_vs_reference"] is not None:
-                    cell += f" {r['speedup_vs_reference']:.2f}×"
+                if c != base and base is not None:
+                    cell += f" {r[speedup]:.2f}×"
                 if r["same_trajectory"] is False:
                     cell += " DIFFERENT"
                 cells.append(cell)

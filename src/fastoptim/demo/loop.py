@@ -1,6 +1,7 @@
 """A training loop's pieces shared by ``fastoptim demo`` and ``fastoptim bench --e2e``:
-one epoch, timed (:func:`train_epoch`), and the baseline optimizer both compare
-fastoptim with (:class:`PlainReference`)."""
+one epoch, timed (:func:`train_epoch`), and the NumPy reference as an optimizer
+(:class:`PlainReference`), which fastoptim must match bit for bit. (The baseline of the
+speed-ups, the rule as a user writes it, is :mod:`fastoptim.demo.plain`.)"""
 
 import time
 
@@ -10,12 +11,15 @@ from .. import reference, rules
 
 
 class PlainReference:
-    """A rule's update as a plain NumPy training loop writes it: the function of
-    ``fastoptim.reference`` on each parameter with the step's scalars, state made on first
-    use, no argument checks (so none of fastoptim's checking is charged to the baseline).
+    """The NumPy reference as an optimizer: the function of ``fastoptim.reference`` (the
+    executable specification, in the kernels' order of operations) on each parameter
+    with the step's scalars from the rule table, state made on first use, no argument
+    checks (none of fastoptim's checking is charged to it, unlike ``backend="numpy"``).
 
     The rule and hyper-parameters are those of the fastoptim optimizer ``like``; starting
-    from the same parameters and gradients, both end bit-identical.
+    from the same parameters and gradients, both end bit-identical. It is not the code a
+    user writes (that is :mod:`fastoptim.demo.plain`): its float32 scalars are converted
+    for each call, and its expressions follow the kernels', not the textbook's.
     """
 
     def __init__(self, like):

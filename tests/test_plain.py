@@ -22,7 +22,9 @@ from fastoptim.demo import loop, plain
 # (eps 1e-3 against gradients of about 1, for one: a misplaced eps shows): a rule with a
 # hyper-parameter not named here fails test_every_hyper_parameter_has_a_test_value.
 OTHER = {"lr": 0.03, "momentum": 0.5, "eps": 1e-3, "alpha": 0.9, "rho": 0.8,
-         "betas": (0.8, 0.95), "weight_decay": 0.1, "momentum_decay": 0.01}
+         "betas": (0.8, 0.95), "weight_decay": 0.1, "momentum_decay": 0.01,
+         "dampening": 0.3, "lr_decay": 0.05, "initial_accumulator_value": 0.2,
+         "maximize": True}
 STEPS = 8   # RAdam's first five steps are unrectified, the next three rectified
 
 # The tolerance, in units of the dtype's machine epsilon, relative to max(|p|, 1): the

@@ -24,21 +24,26 @@ class PlainReference:
 
     def __init__(self, like):
         rule = rules.get(like._rule)
-        self._names, self._scalars, self._scalar_names = (rule.state, rule.scalars,
-                                                          rule.scalar_names)
+        self._names, self._scalar_names = rule.state, rule.scalar_names
         self._fn = getattr(reference, rule.name)
-        self._hyper = like.hyperparams
+        hyper = like.hyperparams
+        self._stepper = rule.stepper(hyper)   # the rule's scalars, then the gradient's sign
+        self._init = rule.initial_values(hyper)
         self.step = 0
         self.state = {}
 
     def update(self, params, grads):
         self.step += 1
-        kw = dict(zip(self._scalar_names, self._scalars(self.step, **self._hyper)))
+        *scalars, sign = self._stepper(self.step)
+        kw = dict(zip(self._scalar_names, scalars))
         for key, p in params.items():
             state = self.state.get(key)
             if state is None:
-                state = self.state[key] = [np.zeros_like(p) for _ in self._names]
-            self._fn(p, grads[key], *state, **kw)
+                state = self.state[key] = [np.full_like(p, v) for v in self._init]
+            g = grads[key]
+            if sign != 1.0:  # maximize: the rule on -g, as the engine
+                g = g * g.dtype.type(sign)
+            self._fn(p, g, *state, **kw)
         return True
 
 

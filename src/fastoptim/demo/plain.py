@@ -37,43 +37,51 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Ada
 class SGD:
     """``p <- p - lr*g``."""
 
-    def __init__(self, lr=1e-3, weight_decay=0.0):
+    def __init__(self, lr=1e-3, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.weight_decay = weight_decay
 
     def update(self, params, grads):
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             params[key] -= self.lr * g
 
 
 class Momentum:
-    """``v <- momentum*v + lr*g ; p <- p - v``."""
+    """``v <- momentum*v + lr*g ; p <- p - v`` (``lr*(1-dampening)*g`` after the first
+    step, with torch's ``dampening``)."""
 
-    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0):
+    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, dampening=0.0,
+                 maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.dampening = dampening
         self.v = None
 
     def update(self, params, grads):
-        if self.v is None:
+        first = self.v is None
+        if first:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
-            self.v[key] = self.momentum * self.v[key] + self.lr * g
+            scale = self.lr if first else self.lr * (1 - self.dampening)
+            self.v[key] = self.momentum * self.v[key] + scale * g
             params[key] -= self.v[key]
 
 
 class Nesterov:
     """``v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)`` (look-ahead form)."""
 
-    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0):
+    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.v = None
@@ -82,7 +90,7 @@ class Nesterov:
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.v[key] = self.momentum * self.v[key] + self.lr * g
@@ -90,30 +98,40 @@ class Nesterov:
 
 
 class AdaGrad:
-    """``h <- h + g*g ; p <- p - lr*g / (sqrt(h) + eps)``."""
+    """``h <- h + g*g ; p <- p - lr_t*g / (sqrt(h) + eps)``, ``lr_t = lr/(1 + (t-1)*lr_decay)``,
+    ``h`` starting at ``initial_accumulator_value``."""
 
-    def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0):
+    def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0, lr_decay=0.0,
+                 initial_accumulator_value=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.eps = eps
         self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
+        self.initial_accumulator_value = initial_accumulator_value
         self.h = None
+        self.t = 0
 
     def update(self, params, grads):
         if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+            self.h = {key: np.full_like(val, self.initial_accumulator_value)
+                      for key, val in params.items()}
+        self.t += 1
+        lr = self.lr / (1 + (self.t - 1) * self.lr_decay)
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.h[key] += g * g
-            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + self.eps)
+            params[key] -= lr * g / (np.sqrt(self.h[key]) + self.eps)
 
 
 class RMSprop:
     """``h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)``."""
 
-    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.alpha = alpha
         self.eps = eps
         self.weight_decay = weight_decay
@@ -123,7 +141,7 @@ class RMSprop:
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.h[key] = self.alpha * self.h[key] + (1 - self.alpha) * g * g
@@ -134,8 +152,9 @@ class AdaDelta:
     """``h <- rho*h + (1-rho)*g*g ; d <- sqrt(s + eps)/sqrt(h + eps)*g ;
     s <- rho*s + (1-rho)*d*d ; p <- p - lr*d``."""
 
-    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.rho = rho
         self.eps = eps
         self.weight_decay = weight_decay
@@ -147,7 +166,7 @@ class AdaDelta:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
             self.s = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.h[key] = self.rho * self.h[key] + (1 - self.rho) * g * g
@@ -161,8 +180,9 @@ class Adam:
     p <- p - lr*m_hat / (sqrt(v_hat) + eps)``, with ``m_hat = m/(1-b1**t)`` and
     ``v_hat = v/(1-b2**t)``."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -176,7 +196,7 @@ class Adam:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         self.t += 1
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
@@ -189,8 +209,9 @@ class Adam:
 class AdamW:
     """``p <- p*(1 - lr*weight_decay)``, then Adam's step with no decay term in ``g``."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -204,7 +225,7 @@ class AdamW:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         self.t += 1
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             params[key] *= 1 - self.lr * self.weight_decay
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
             self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
@@ -217,8 +238,9 @@ class Lion:
     """``c <- b1*m + (1-b1)*g ; p <- p*(1 - lr*weight_decay) - lr*sign(c) ;
     m <- b2*m + (1-b2)*g``."""
 
-    def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+    def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.weight_decay = weight_decay
         self.m = None
@@ -227,7 +249,7 @@ class Lion:
         if self.m is None:
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             c = self.beta1 * self.m[key] + (1 - self.beta1) * g
             if self.weight_decay:
                 params[key] *= 1 - self.lr * self.weight_decay
@@ -238,8 +260,9 @@ class Lion:
 class Adamax:
     """``m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - lr/(1-b1**t) * m/u``."""
 
-    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -253,7 +276,7 @@ class Adamax:
             self.u = {key: np.zeros_like(val) for key, val in params.items()}
         self.t += 1
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
@@ -268,8 +291,9 @@ class NAdam:
     mu_{t+1}/(1-prod_t*mu_{t+1})*m) / (sqrt(v_hat) + eps)``, as torch.optim.NAdam."""
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3):
+                 momentum_decay=4e-3, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -288,7 +312,7 @@ class NAdam:
         mu_next = self.beta1 * (1 - 0.5 * 0.96 ** ((self.t + 1) * self.momentum_decay))
         self.mu_product *= mu
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
@@ -305,8 +329,9 @@ class RAdam:
     ``p <- p - lr*m_hat``, after that ``p <- p - lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps)``
     (``rho_t`` and ``r_t`` from ``b2`` and ``t``), as torch.optim.RAdam."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
         self.lr = lr
+        self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -327,7 +352,7 @@ class RAdam:
             r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
                           / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         for key in params:
-            g = grads[key]
+            g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g

@@ -48,6 +48,12 @@ grad : ndarray
 STEP = """\
 step : int
     The number of this step for this parameter, counting from 1 (bias correction)."""
+STEP_SCHEDULE_FREE = """\
+step : int
+    The number of this step, counting from 1: warmup, bias correction and the
+    average's weight ``ckp1`` are those of step ``step`` of a run whose ``lr`` has been
+    the same since step 1 (worked out from step 1 on each call that does not follow the
+    previous step; the optimizer class keeps the learning-rate history instead)."""
 
 RETURNS_NONE = """\
 Returns
@@ -79,11 +85,18 @@ def hyper_entry(h):
         f"{h.doc} {h.range_text()[0].upper() + h.range_text()[1:]}.")
 
 
+def _start(rule, name):
+    """How a state buffer starts, as code: a copy of the parameter or zeros."""
+    if rule.state_init.get(name) == "param":
+        return "param.copy()"
+    return "np.zeros_like(param)"
+
+
 def state_entry(rule, name):
     return (f"{name} : ndarray\n"
             + _wrap(f"{rule.state_doc[name][0].upper() + rule.state_doc[name][1:]}: "
                     f"same shape, dtype and memory layout as ``param`` "
-                    f"(``np.zeros_like(param)`` before the first step); updated in "
+                    f"(``{_start(rule, name)}`` before the first step); updated in "
                     f"place."))
 
 
@@ -121,13 +134,14 @@ def functional_doc(rule):
     parts = [head]
     params = [PARAM, GRAD] + [state_entry(rule, n) for n in rule.state]
     if rule.stepped:
-        params.append(STEP)
+        params.append(STEP_SCHEDULE_FREE if rule.schedule_free else STEP)
     params += [hyper_entry(h) for h in rule.hyper]
     params += [NUM_THREADS_FUNCTIONAL, BACKEND]
     parts.append("Parameters\n----------\n" + "\n".join(params))
     parts.append(RETURNS_NONE)
     state = "".join(f", {n}" for n in rule.state)
-    zeros = "".join(f"; {n} = np.zeros_like(p)" for n in rule.state)
+    zeros = "".join(f"; {n} = " + _start(rule, n).replace("param", "p")
+                    for n in rule.state)
     step = ", step=1" if rule.stepped else ""
     parts.append("Examples\n--------\n"
                  ">>> import numpy as np\n"

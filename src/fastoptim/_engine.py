@@ -113,9 +113,14 @@ def _scalar_what(value):
     return f"a Python {t.__name__}" if t in (float, int) else f"a NumPy {t.__name__} scalar"
 
 
-def new_record(param, names, step=0):
-    """A state record for ``param``: ``step`` steps taken, zero buffers."""
-    return [np.array(step, dtype=np.int64)] + [np.zeros_like(param) for _ in names]
+def new_record(param, names, step=0, init=None):
+    """A state record for ``param``: ``step`` steps taken, zero buffers -- except those
+    that ``init`` (a rule's ``state_init``) maps to "param": a copy of ``param``, in its
+    memory order."""
+    init = init or {}
+    return [np.array(step, dtype=np.int64)] + [
+        np.array(param, copy=True, order="K") if init.get(n) == "param"
+        else np.zeros_like(param) for n in names]
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,7 +236,7 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None):
             g = _core.check_grad(naming.grad(key), g2[key], p, order)
             record = slots.get(key)
             if record is None:
-                record = new_record(p, names)
+                record = new_record(p, names, init=rule.state_init)
             else:
                 record = _fit_owned(key, record, p, order, names)
             _check_state_aliasing(names, record[1:], p)

@@ -20,7 +20,10 @@ file never runs code from it and the file is readable with ``np.load`` alone:
     1-D uint8: UTF-8 JSON ``{"format": "fastoptim-checkpoint", "version": 1,
     "fastoptim": <version that wrote it>, "optimizer": <class name>, "hyperparams":
     {...}, "params": [{"key": ..., "key_type": "str"|"int", "step": int, "shape": [...],
-    "dtype": "float32"|"float64", "buffers": {<state name>: <member name>}}, ...]}``.
+    "dtype": "float32"|"float64", "buffers": {<state name>: <member name>}}, ...]}``,
+    and for a Schedule-Free optimizer ``"optimizer_state": {"step": int, "lr_max":
+    float, "weight_sum": float, "train_mode": bool}`` (JSON numbers round-trip float64
+    exactly).
 ``p<i>.<state name>``
     the state buffers of the i-th parameter of ``params`` (its memory order is kept).
 
@@ -127,6 +130,8 @@ def _pack(optimizer):
         entries.append(entry)
     header = {"format": FORMAT, "version": VERSION, "fastoptim": __version__,
               "optimizer": kind, "hyperparams": hyper, "params": entries}
+    if optimizer.rule.schedule_free:  # the optimizer's own state: numbers, JSON-exact
+        header["optimizer_state"] = optimizer.optimizer_state
     return header, arrays
 
 
@@ -259,6 +264,9 @@ def _check_header(path, header):
     if version < 1:
         _fail(path, f"bad format version {version!r}")
     expected = {"format", "version", "fastoptim", "optimizer", "hyperparams", "params"}
+    cls = CLASSES.get(header.get("optimizer"))
+    if cls is not None and cls.rule.schedule_free:
+        expected.add("optimizer_state")
     if set(header) != expected:
         _fail(path, f"its header has the fields {sorted(header)}, expected "
                     f"{sorted(expected)}")
@@ -356,7 +364,10 @@ def read_state_dict(path):
         _fail(path, f"{type(exc).__name__}: {exc}")
     hyper = {n: (tuple(v) if isinstance(v, list) else v)
              for n, v in header["hyperparams"].items()}
-    return {"optimizer": header["optimizer"], "hyperparams": hyper, "state": state}
+    sd = {"optimizer": header["optimizer"], "hyperparams": hyper, "state": state}
+    if "optimizer_state" in header:
+        sd["optimizer_state"] = header["optimizer_state"]
+    return sd
 
 
 def load(path, *, num_threads=None, backend="compiled", skip_nonfinite=False):

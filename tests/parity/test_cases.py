@@ -163,7 +163,9 @@ def test_functional_api_matches_classes(cls):
     p_cls = {"w": rng.standard_normal(100).astype(np.float64)}
     p_fun = p_cls["w"].copy()
     names = fo._core.RULES[rule][0]
-    state = [np.zeros_like(p_fun) for _ in names]
+    # as the class starts them: zeros, or a copy of the parameter (rules.Rule.state_init)
+    state = [p_fun.copy() if cls.rule.state_init.get(n) == "param" else np.zeros_like(p_fun)
+             for n in names]
     opt = cls(**hyper)
     for step in range(1, STEPS + 1):
         g = rng.standard_normal(100)

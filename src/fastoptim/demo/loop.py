@@ -20,20 +20,24 @@ class PlainReference:
 
     def __init__(self, like):
         rule = rules.get(like._rule)
-        self._names, self._scalars, self._scalar_names = (rule.state, rule.scalars,
-                                                          rule.scalar_names)
+        self._names, self._scalar_names = rule.state, rule.scalar_names
+        self._init = rule.state_init  # buffers that start as a copy of the parameter
         self._fn = getattr(reference, rule.name)
         self._hyper = like.hyperparams
+        # step -> scalars, made once (the next step's costs O(1) for every rule)
+        self._scalars = rule.step_scalars(**self._hyper)
         self.step = 0
         self.state = {}
 
     def update(self, params, grads):
         self.step += 1
-        kw = dict(zip(self._scalar_names, self._scalars(self.step, **self._hyper)))
+        kw = dict(zip(self._scalar_names, self._scalars(self.step)))
         for key, p in params.items():
             state = self.state.get(key)
             if state is None:
-                state = self.state[key] = [np.zeros_like(p) for _ in self._names]
+                state = self.state[key] = [
+                    p.copy() if self._init.get(n) == "param" else np.zeros_like(p)
+                    for n in self._names]
             self._fn(p, grads[key], *state, **kw)
         return True
 

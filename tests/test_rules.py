@@ -588,3 +588,45 @@ def test_schedulefree_adamw_checkpoint_keeps_the_optimizer_state(tmp_path):
         fresh.load_state_dict({**sd, "optimizer_state": {**sd["optimizer_state"],
                                                          "weight_sum": float("nan")}})
     assert fresh.optimizer_state["step"] == 0 and not fresh.state
+    # another class's state_dict with the key is refused as usual (its keys do not fit)
+    with pytest.raises(ValueError, match="keys"):
+        fo.AdamW().load_state_dict({**fo.AdamW().state_dict(),
+                                    "optimizer_state": sd["optimizer_state"]})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedulefree_adamw_late_parameter_takes_the_optimizers_step(backend):
+    """Per-parameter steps differ: a parameter first updated at the optimizer's third
+    update starts with z = itself, v = 0, and takes step 3's scalars (bias correction
+    included), as the authors' per-group k."""
+    rng = np.random.default_rng(10)
+    a, b = rng.standard_normal(6), rng.standard_normal(6)
+    b0 = b.copy()
+    opt = fo.ScheduleFreeAdamW(lr=0.1, warmup_steps=5, backend=backend)
+    for _ in range(2):
+        opt.update({"a": a}, {"a": rng.standard_normal(6)})
+    g = rng.standard_normal(6)
+    opt.update({"a": a, "b": b}, {"a": rng.standard_normal(6), "b": g})
+    assert (opt.state["a"]["step"], opt.state["b"]["step"]) == (3, 1)
+    assert opt.optimizer_state["step"] == 3
+    state = fo.rules.SCHEDULE_FREE_START
+    for k in range(3):
+        scalars, lr_max, wsum = fo.rules.schedulefree_step(*state, **opt.hyperparams)
+        state = (k + 1, lr_max, wsum)
+    z, v = b0.copy(), np.zeros(6)
+    fo.reference.schedulefree_adamw(b0, g, z, v, **dict(zip(
+        fo.ScheduleFreeAdamW.rule.scalar_names, scalars)))
+    assert_same(b, b0)
+    assert_same(opt.state["b"]["z"], z)
+
+
+def test_schedulefree_adamw_skipped_or_refused_updates_leave_the_optimizer_state():
+    opt = fo.ScheduleFreeAdamW(skip_nonfinite=True)
+    w = np.ones(3)
+    opt.update({"w": w}, {"w": np.ones(3)})
+    before = opt.optimizer_state
+    assert opt.update({"w": w}, {"w": np.array([1.0, np.nan, 1.0])}) is False
+    assert opt.optimizer_state == before
+    with pytest.raises(ValueError):
+        opt.update({"w": w}, {"w": np.ones(4)})
+    assert opt.optimizer_state == before and opt.state["w"]["step"] == 1

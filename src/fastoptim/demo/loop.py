@@ -26,8 +26,20 @@ class PlainReference:
         self._hyper = like.hyperparams
         # step -> scalars, made once (the next step's costs O(1) for every rule)
         self._scalars = rule.step_scalars(**self._hyper)
+        self._schedule_free = rule.schedule_free
         self.step = 0
         self.state = {}
+
+    def swap(self, params, to_train):
+        """Schedule-Free only: the parameters to the average x (``to_train`` False) or
+        back to y, as ``ScheduleFree.eval`` / ``train`` compute it (no mode kept)."""
+        beta1 = self._hyper["betas"][0]
+        weight = 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
+        for key, p in params.items():
+            z = self.state[key][0]
+            diff = np.subtract(z, p)
+            diff *= p.dtype.type(weight)
+            p += diff
 
     def update(self, params, grads):
         self.step += 1
@@ -55,3 +67,18 @@ def train_epoch(net, opt, batches):
         opt.update(net.params, grads)
         in_update += clock() - t0
     return clock() - start, in_update
+
+
+def evaluated_at_average(net, opt, ref_net, ref, evaluate):
+    """``evaluate(net)``; for a Schedule-Free optimizer with the parameters of both nets
+    moved to the average x first and back to y after (the reference's moved the same
+    way, so that both stay bit-identical), as the authors' ``eval()`` / ``train()``."""
+    if not rules.get(opt._rule).schedule_free:
+        return evaluate(net)
+    opt.eval(net.params)
+    ref.swap(ref_net.params, to_train=False)
+    try:
+        return evaluate(net)
+    finally:
+        opt.train(net.params)
+        ref.swap(ref_net.params, to_train=True)

@@ -194,7 +194,8 @@ def run(dataset="digits", names=None, *, epochs=None, batch_size=None, hidden=No
             for which, model, optimizer in (loops if epoch % 2 == 0 else loops[::-1]):
                 times[which].append(loop.train_epoch(model, optimizer,
                                                      epoch_batches(epoch)))
-            loss, extra, metric = evaluate(net)
+            # (Schedule-Free: evaluated at the average x, as its authors advise)
+            loss, extra, metric = loop.evaluated_at_average(net, opt, ref_net, ref, evaluate)
             if not math.isfinite(loss):
                 bar.close()
                 raise DemoError(f"{name} diverged (loss {loss}) in epoch {epoch + 1}")

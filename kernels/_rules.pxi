@@ -212,3 +212,21 @@ cdef inline void _rule_radam(floating* p, floating g, floating* m, floating* v,
         p[0] = pi - step_size * (mi / (_sqrt(vi) + eps))
     else:
         p[0] = pi - step_size * mi
+
+
+cdef inline void _rule_schedulefree_adamw(floating* p, floating g, floating* z, floating* v,
+                                          floating beta2, floating one_minus_beta2,
+                                          floating bias_correction2, floating eps,
+                                          floating wd, floating ckp1, floating y_coef,
+                                          floating scheduled_lr) noexcept nogil:
+    # Schedule-Free AdamW: p holds y. The normalised gradient u (the authors' form,
+    # sqrt(v/bc2) + eps), plus L2 decay at y; then y moves toward z by ckp1 and takes
+    # y_coef*u (y_coef = lr_t*(b1*(1-ckp1) - 1)), z takes -lr_t*u (rules.schedulefree_step)
+    cdef floating yi = p[0]
+    cdef floating zi = z[0]
+    cdef floating vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    cdef floating u = g / (_sqrt(vi / bias_correction2) + eps)
+    u = _decayed(u, yi, wd)
+    v[0] = vi
+    p[0] = (yi + ckp1 * (zi - yi)) + y_coef * u
+    z[0] = zi - scheduled_lr * u

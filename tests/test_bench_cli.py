@@ -52,5 +52,5 @@ def test_bench_rejects_bad_arguments(capsys):
 
 def test_bytes_per_element_matches_the_issue():
     assert [_bench.bytes_per_element(r, np.float32) for r in _bench.RULES] == \
-        [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28]
+        [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28, 28]
     assert _bench.bytes_per_element("adam", np.float64) == 56

@@ -509,3 +509,29 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     assert path.read_bytes() == good
     assert only_checkpoint_left(tmp_path, "c")
     assert zipfile.is_zipfile(path)
+
+
+def test_schedule_free_optimizer_state_is_in_the_header(tmp_path):
+    """A Schedule-Free checkpoint's header has "optimizer_state" (JSON numbers: float64
+    exactly); without it, or with it on another kind, the file is refused."""
+    opt = fo.ScheduleFreeAdamW(lr=0.3, warmup_steps=3, r=1.5)
+    params = {"w": np.linspace(-1, 1, 7)}
+    for i in range(4):
+        opt.update(params, {"w": np.cos(params["w"] * (i + 1))})
+        opt.lr = opt.lr / 3  # an lr with a long binary expansion in lr_max / weight_sum
+    path = tmp_path / "sf"
+    fo.save(opt, path)
+    with np.load(path) as z:
+        header = json.loads(z["header"].tobytes())
+        arrays = {k: z[k] for k in z.files if k != "header"}
+    assert header["optimizer_state"] == opt.optimizer_state
+    assert fo.load(path).optimizer_state == opt.optimizer_state  # bit for bit
+    bad = tmp_path / "bad"
+    write_npz(bad, {k: v for k, v in header.items() if k != "optimizer_state"}, **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="optimizer_state"):
+        fo.load(bad)
+    path2, adam_header, adam_arrays = saved(tmp_path)
+    write_npz(bad, {**adam_header, "optimizer_state": header["optimizer_state"]},
+              **adam_arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="fields"):
+        fo.load(bad)

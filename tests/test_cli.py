@@ -18,7 +18,7 @@ from fastoptim.demo import datasets, loop, paths, plain, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
-ALL = [*EIGHT, "Lion", "Adamax", "NAdam", "RAdam"]
+ALL = [*EIGHT, "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW"]
 
 
 def read_csv(path):
@@ -51,7 +51,7 @@ def test_demo_digits_every_optimizer(tmp_path, capsys):
         assert float(r["plain_train_loss"]) == pytest.approx(float(r["train_loss"]),
                                                              rel=1e-4), r
     assert_png(tmp_path / "loss_curves.png")
-    table = out[out.index("optimizer  final loss"):]
+    table = out[re.search(r"optimizer +final loss", out).start():]  # names set the width
     groups = out.splitlines()[out.splitlines().index(table.splitlines()[0]) - 1]
     assert re.fullmatch(r" +-+ epoch ms -+  -+ update ms -+ +vs reference +plain loss",
                         groups), groups
@@ -343,3 +343,32 @@ def test_apartment_table_is_the_seed_table():
     assert X.shape == (10, 2) and y.shape == (10,)
     # seed 004: ID 1 is (34 pyeong, 5 years, price 5), ID 8 is (60, 19, 6)
     assert tuple(X[0]) == (34, 5) and y[0] == 5 and tuple(X[7]) == (60, 19) and y[7] == 6
+
+
+def test_demo_evaluates_schedule_free_at_the_average():
+    """The demo's evaluation of a Schedule-Free optimizer sees x (opt.eval), then both
+    nets go back to y, still bit-identical to each other."""
+    from fastoptim.demo import loop
+
+    class Net:
+        def __init__(self):
+            self.params = {"w": np.linspace(-1.0, 1.0, 5)}
+
+    net, ref_net = Net(), Net()
+    opt = fo.ScheduleFreeAdamW(lr=0.1)
+    ref = loop.PlainReference(opt)
+    for i in range(3):
+        g = {"w": np.sin(net.params["w"] * (i + 2))}
+        opt.update(net.params, g)
+        ref.update(ref_net.params, {"w": np.sin(ref_net.params["w"] * (i + 2))})
+    y = net.params["w"].copy()
+    z = opt.state["w"]["z"]
+    seen = loop.evaluated_at_average(net, opt, ref_net, ref,
+                                     lambda n: n.params["w"].copy())
+    np.testing.assert_allclose(seen, y + (1 - 1 / 0.9) * (z - y), rtol=1e-12)
+    assert opt.train_mode and np.allclose(net.params["w"], y, rtol=1e-14, atol=1e-15)
+    assert np.array_equal(net.params["w"], ref_net.params["w"])
+    # any other rule: evaluated as it is
+    adam = fo.Adam()
+    assert loop.evaluated_at_average(net, adam, ref_net, loop.PlainReference(adam),
+                                     lambda n: "as is") == "as is"

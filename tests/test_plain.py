@@ -24,7 +24,7 @@ from fastoptim.demo import loop, plain
 OTHER = {"lr": 0.03, "momentum": 0.5, "eps": 1e-3, "alpha": 0.9, "rho": 0.8,
          "betas": (0.8, 0.95), "weight_decay": 0.1, "momentum_decay": 0.01,
          "dampening": 0.3, "lr_decay": 0.05, "initial_accumulator_value": 0.2,
-         "maximize": True}
+         "maximize": True, "warmup_steps": 3, "r": 0.5, "weight_lr_power": 1.0}
 STEPS = 8   # RAdam's first five steps are unrectified, the next three rectified
 
 # The tolerance, in units of the dtype's machine epsilon, relative to max(|p|, 1): the

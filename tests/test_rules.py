@@ -135,7 +135,10 @@ def test_nesterov_equals_sequel_form_and_not_the_early_book_form():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cls", [c for c in OPTIMIZERS if c not in (fo.AdamW, fo.Lion)],
+# (AdamW and Lion decay the parameter; Schedule-Free AdamW adds weight_decay*y to the
+# normalised gradient, tested with its other hand-worked values below)
+@pytest.mark.parametrize("cls", [c for c in OPTIMIZERS
+                                 if c not in (fo.AdamW, fo.Lion, fo.ScheduleFreeAdamW)],
                          ids=lambda c: c.__name__)
 def test_coupled_decay_is_gradient_plus_decay_times_param(cls, backend):
     """weight_decay=wd is exactly the rule fed with g + wd*p (computed in the dtype)."""
@@ -179,7 +182,11 @@ def test_decoupled_decay_adamw_vs_coupled_adam(backend):
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+# (not Schedule-Free AdamW: its y + ckp1*(z - y) turns an Inf parameter into NaN through
+# Inf - Inf, as the authors' torch lerp does, whatever weight_decay is; its decay term is
+# tested below)
+@pytest.mark.parametrize("cls", [c for c in OPTIMIZERS if c is not fo.ScheduleFreeAdamW],
+                         ids=lambda c: c.__name__)
 def test_zero_weight_decay_leaves_special_values_alone(cls):
     """weight_decay=0 adds no 0*p term: -0.0 stays -0.0 and an Inf parameter with a zero
     gradient does not turn into NaN through 0*Inf."""
@@ -407,6 +414,15 @@ def test_momentum_dampening_by_hand(dtype, backend):
                                                            dampening=0.5))
 
 
+# -- Schedule-Free AdamW (docs/rules.rst) -------------------------------------------------
+# lr = 0.5, betas (0.5, 0.75), eps = 0, g = 0.5 at every step: v/(1 - b2**t) = g*g
+# exactly, so the normalised gradient u is exactly 1 and every value below is exact.
+
+def _sf(backend, **kw):
+    return fo.ScheduleFreeAdamW(**{"lr": 0.5, "betas": (0.5, 0.75), "eps": 0.0, **kw},
+                                backend=backend)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adagrad_lr_decay_and_initial_accumulator_by_hand(dtype, backend):
@@ -487,3 +503,239 @@ def test_state_dicts_from_before_the_options_load_with_them_off():
         del sd["hyperparams"]["lr"]
         with pytest.raises(ValueError, match=r"hyperparams must have exactly the keys"):
             cls().load_state_dict(sd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_schedulefree_adamw_steps_by_hand(dtype, backend):
+    p, g = np.array([1.0], dtype=dtype), np.array([0.5], dtype=dtype)
+    opt = _sf(backend)
+    # step 1: lr_max = 0.5, weight = 0.5**2, ckp1 = 1; z starts as p = 1, v = 0.25*0.25;
+    # u = 0.5/sqrt(0.0625/0.25) = 1; y = 1 + 1*(1 - 1) + 0.5*(0.5*0 - 1)*1 = 0.5;
+    # z = 1 - 0.5*1 = 0.5
+    opt.update([p], [g])
+    st = opt.state[0]
+    assert (p[0], st["z"][0], st["exp_avg_sq"][0]) == (0.5, 0.5, 0.0625)
+    # step 2: weight_sum = 0.5, ckp1 = 0.5; v = 0.75*0.0625 + 0.0625 = 0.109375,
+    # 1 - b2**2 = 0.4375, u = 1; y = 0.5 + 0.5*0 + 0.5*(0.5*0.5 - 1) = 0.125; z = 0
+    opt.update([p], [g])
+    assert (p[0], st["z"][0], st["exp_avg_sq"][0]) == (0.125, 0.0, 0.109375)
+    assert opt.optimizer_state == {"step": 2, "lr_max": 0.5, "weight_sum": 0.5,
+                                   "train_mode": True}
+    # the average: x = y + (1 - 1/b1)*(z - y) = 0.125 + 0.125 = 0.25, which is also
+    # x2 = (1 - ckp1)*x1 + ckp1*z2 = 0.5*0.5 + 0.5*0 (x1 = z1); and back to y
+    opt.eval([p])
+    assert p[0] == 0.25 and not opt.train_mode
+    opt.train([p])
+    assert p[0] == 0.125 and opt.train_mode
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedulefree_adamw_decay_is_at_y_in_the_normalised_gradient(backend):
+    # wd = 0.5: u = 1 + 0.5*y = 1.5 at y = 1; y = 1 - 0.5*1.5 = 0.25, z = 1 - 0.75
+    p = np.array([1.0])
+    opt = _sf(backend, weight_decay=0.5)
+    opt.update([p], [np.array([0.5])])
+    assert (p[0], opt.state[0]["z"][0]) == (0.25, 0.25)
+
+
+def test_schedulefree_adamw_scalars_warmup_weighting_and_lr_history():
+    """The optimizer-level recurrence (rules.schedulefree_step) by hand."""
+    step = fo.rules.schedulefree_step
+    hyper = dict(lr=0.5, betas=(0.5, 0.75), eps=1e-8, weight_decay=0.0, warmup_steps=2,
+                 r=1.0, weight_lr_power=2.0)
+    # k = 0: lr_0 = 0.5*1/2, lr_max = 0.25, weight = 1*0.25**2, ckp1 = 1
+    s, lr_max, wsum = step(0, -1.0, 0.0, **hyper)
+    assert (lr_max, wsum) == (0.25, 0.0625)
+    assert s == (0.75, 0.25, 0.25, 1e-8, 0.0, 1.0, 0.25 * (0.5 * 0.0 - 1.0), 0.25)
+    # k = 1: lr_1 = 0.5, weight = 2*0.25 = 0.5, weight_sum = 0.5625, ckp1 = 8/9
+    s, lr_max, wsum = step(1, lr_max, wsum, **hyper)
+    assert (lr_max, wsum, s[5], s[7]) == (0.5, 0.5625, 0.5 / 0.5625, 0.5)
+    assert s[2] == 1.0 - 0.75 ** 2
+    # a lower lr later: lr_max stays 0.5, so the weight is still (k+1)*0.5**2
+    s, lr_max, wsum = step(2, lr_max, 0.5625, **dict(hyper, lr=0.1))
+    assert (lr_max, wsum, s[7]) == (0.5, 0.5625 + 0.75, 0.1)
+    # lr = 0: no weight at all, ckp1 = 0 (the authors' ZeroDivisionError case)
+    s, _, wsum = step(0, -1.0, 0.0, **dict(hyper, lr=0.0))
+    assert (wsum, s[5], s[6], s[7]) == (0.0, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedulefree_adamw_keeps_the_learning_rate_history(backend):
+    """ckp1 depends on every step's lr: raising lr mid-run (lr_max goes up, so do the
+    weights) is the recurrence's, not a fresh run's at the new lr (which is what the
+    functional API assumes)."""
+    rng = np.random.default_rng(7)
+    p = rng.standard_normal(20)
+    q, f = p.copy(), p.copy()
+    opt = fo.ScheduleFreeAdamW(lr=0.01, backend=backend)
+    grads = [rng.standard_normal(20) for _ in range(4)]
+    for g in grads[:2]:
+        opt.update([p], [g])
+    opt.lr = 0.1
+    for g in grads[2:]:
+        opt.update([p], [g])
+    # the same by hand: the reference with the scalars of rules.schedulefree_step from
+    # the optimizer's (k, lr_max, weight_sum), lr 0.01 then 0.1
+    z, v = q.copy(), np.zeros_like(q)
+    hyper = dict(fo.ScheduleFreeAdamW().hyperparams, lr=0.01)
+    state = fo.rules.SCHEDULE_FREE_START
+    for k, g in enumerate(grads):
+        if k == 2:
+            hyper["lr"] = 0.1
+        scalars, lr_max, wsum = fo.rules.schedulefree_step(*state, **hyper)
+        state = (k + 1, lr_max, wsum)
+        fo.reference.schedulefree_adamw(q, g, z, v, **dict(zip(
+            fo.ScheduleFreeAdamW.rule.scalar_names, scalars)))
+    assert_same(p, q)
+    assert opt.optimizer_state == {"step": 4, "lr_max": 0.1, "weight_sum": wsum,
+                                   "train_mode": True}
+    assert wsum == pytest.approx(2 * 0.01 ** 2 + 2 * 0.1 ** 2, rel=1e-15)
+    # the functional's steps 3 and 4 (a run at lr 0.1 from step 1: ckp1 = 1/3, 1/4)
+    # differ from the class's (ckp1 = 0.01/0.0102, ...)
+    zf, vf = f.copy(), np.zeros_like(f)
+    for k, g in enumerate(grads):
+        fo.functional.schedulefree_adamw(f, g, zf, vf, step=k + 1,
+                                         lr=0.01 if k < 2 else 0.1, backend=backend)
+    assert not np.allclose(f, p, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_schedulefree_adamw_eval_train_round_trip(dtype, backend):
+    """eval() then train() gives y back to rounding: measured here as at most 4 units in
+    the last place of max(|y|, |z|) per element (x = y + (1 - 1/b1)*(z - y) and back
+    is exact in real arithmetic; two roundings of each of three operations)."""
+    rng = np.random.default_rng(8)
+    p = {"w": rng.standard_normal((30, 7)).astype(dtype),
+         "b": np.asfortranarray(rng.standard_normal((5, 3)).astype(dtype))}
+    opt = fo.ScheduleFreeAdamW(lr=0.05, backend=backend)
+    for _ in range(6):
+        opt.update(p, {k: rng.standard_normal(v.shape).astype(dtype) for k, v in p.items()})
+    y = {k: v.copy() for k, v in p.items()}
+    views = dict(p)
+    opt.eval(p)
+    assert all(p[k] is views[k] for k in p)  # in place
+    beta1 = opt.betas[0]
+    for k in p:
+        z = opt.state[k]["z"]
+        np.testing.assert_allclose(p[k], y[k] + (1 - 1 / beta1) * (z - y[k]),
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    opt.eval(p)  # already in eval mode: nothing happens
+    x = {k: v.copy() for k, v in p.items()}
+    opt.eval(p)
+    assert all(np.array_equal(p[k], x[k]) for k in p)
+    # eval mode: update is refused, nothing written, no step counted
+    with pytest.raises(RuntimeError, match=r"eval mode.*opt\.train\(params\)"):
+        opt.update(p, {k: np.ones_like(v) for k, v in p.items()})
+    assert all(np.array_equal(p[k], x[k]) for k in p)
+    assert opt.optimizer_state["step"] == 6 and opt.state["w"]["step"] == 6
+    opt.train(p)
+    ulp = np.finfo(dtype).eps
+    for k in p:
+        scale = np.maximum(np.abs(y[k]), np.abs(opt.state[k]["z"]))
+        assert np.all(np.abs(p[k] - y[k]) <= 4 * ulp * scale), k
+    assert opt.update(p, {k: np.ones_like(v) for k, v in p.items()})
+
+
+def test_schedulefree_adamw_eval_train_errors_change_nothing():
+    opt = fo.ScheduleFreeAdamW()
+    w, b = np.ones(3), np.ones(2)
+    opt.eval({"w": w})  # no state yet: nothing to move, the mode changes
+    assert not opt.train_mode and w.tolist() == [1.0, 1.0, 1.0]
+    opt.train({"w": w})
+    opt.update({"w": w, "b": b}, {"w": np.ones(3), "b": np.ones(2)})
+    before = w.copy()
+    with pytest.raises(ValueError, match="missing 'b'"):
+        opt.eval({"w": w})
+    with pytest.raises(ValueError, match="shape"):
+        opt.eval({"w": w, "b": np.ones(3)})
+    assert opt.train_mode and np.array_equal(w, before)
+    # numbers in a dict are rebound, as update does
+    params = {"w": w, "b": b, "s": 2.0}
+    opt.update(params, {"w": np.ones(3), "b": np.ones(2), "s": 1.0})
+    s = params["s"]
+    opt.eval(params)
+    assert type(params["s"]) is float and params["s"] != s
+
+
+def test_schedulefree_adamw_checkpoint_keeps_the_optimizer_state(tmp_path):
+    """state_dict() and fastoptim.save/load carry (step, lr_max, weight_sum, train_mode),
+    so that a resumed run with a changed lr is bit-identical."""
+    rng = np.random.default_rng(9)
+    grads = [rng.standard_normal(8) for _ in range(6)]
+    p = rng.standard_normal(8)
+    start = p.copy()
+
+    def run(opt, p, gs):
+        for g in gs:
+            opt.update({"w": p}, {"w": g})
+            opt.lr = opt.lr * 0.5  # a schedule on top: the history matters
+
+    whole = fo.ScheduleFreeAdamW(lr=0.1, warmup_steps=2)
+    run(whole, p, grads)
+    q = start.copy()
+    first = fo.ScheduleFreeAdamW(lr=0.1, warmup_steps=2)
+    run(first, q, grads[:3])
+    first.eval({"w": q})  # checkpoint at x, as the authors advise
+    sd = first.state_dict()
+    assert sd["optimizer_state"]["step"] == 3 and sd["optimizer_state"]["train_mode"] is False
+    fo.save(first, tmp_path / "sf.ckpt")
+    for second in (fo.load(tmp_path / "sf.ckpt"), fo.ScheduleFreeAdamW()):
+        if not second.state:
+            second.load_state_dict(sd)
+        assert second.optimizer_state == first.optimizer_state
+        r = q.copy()
+        second.train({"w": r})
+        run(second, r, grads[3:])
+        assert_same(r, p)
+    # a state_dict without it, or with a bad one, is refused and changes nothing
+    fresh = fo.ScheduleFreeAdamW()
+    with pytest.raises(ValueError, match="optimizer_state"):
+        fresh.load_state_dict({k: v for k, v in sd.items() if k != "optimizer_state"})
+    with pytest.raises(ValueError, match="weight_sum"):
+        fresh.load_state_dict({**sd, "optimizer_state": {**sd["optimizer_state"],
+                                                         "weight_sum": float("nan")}})
+    assert fresh.optimizer_state["step"] == 0 and not fresh.state
+    # another class's state_dict with the key is refused as usual (its keys do not fit)
+    with pytest.raises(ValueError, match="keys"):
+        fo.AdamW().load_state_dict({**fo.AdamW().state_dict(),
+                                    "optimizer_state": sd["optimizer_state"]})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedulefree_adamw_late_parameter_takes_the_optimizers_step(backend):
+    """Per-parameter steps differ: a parameter first updated at the optimizer's third
+    update starts with z = itself, v = 0, and takes step 3's scalars (bias correction
+    included), as the authors' per-group k."""
+    rng = np.random.default_rng(10)
+    a, b = rng.standard_normal(6), rng.standard_normal(6)
+    b0 = b.copy()
+    opt = fo.ScheduleFreeAdamW(lr=0.1, warmup_steps=5, backend=backend)
+    for _ in range(2):
+        opt.update({"a": a}, {"a": rng.standard_normal(6)})
+    g = rng.standard_normal(6)
+    opt.update({"a": a, "b": b}, {"a": rng.standard_normal(6), "b": g})
+    assert (opt.state["a"]["step"], opt.state["b"]["step"]) == (3, 1)
+    assert opt.optimizer_state["step"] == 3
+    state = fo.rules.SCHEDULE_FREE_START
+    for k in range(3):
+        scalars, lr_max, wsum = fo.rules.schedulefree_step(*state, **opt.hyperparams)
+        state = (k + 1, lr_max, wsum)
+    z, v = b0.copy(), np.zeros(6)
+    fo.reference.schedulefree_adamw(b0, g, z, v, **dict(zip(
+        fo.ScheduleFreeAdamW.rule.scalar_names, scalars)))
+    assert_same(b, b0)
+    assert_same(opt.state["b"]["z"], z)
+
+
+def test_schedulefree_adamw_skipped_or_refused_updates_leave_the_optimizer_state():
+    opt = fo.ScheduleFreeAdamW(skip_nonfinite=True)
+    w = np.ones(3)
+    opt.update({"w": w}, {"w": np.ones(3)})
+    before = opt.optimizer_state
+    assert opt.update({"w": w}, {"w": np.array([1.0, np.nan, 1.0])}) is False
+    assert opt.optimizer_state == before
+    with pytest.raises(ValueError):
+        opt.update({"w": w}, {"w": np.ones(4)})
+    assert opt.optimizer_state == before and opt.state["w"]["step"] == 1

@@ -48,6 +48,12 @@ grad : ndarray
 STEP = """\
 step : int
     The number of this step for this parameter, counting from 1 (bias correction)."""
+STEP_SCHEDULE_FREE = """\
+step : int
+    The number of this step, counting from 1: warmup, bias correction and the
+    average's weight ``ckp1`` are those of step ``step`` of a run whose ``lr`` has been
+    the same since step 1 (worked out from step 1 on each call that does not follow the
+    previous step; the optimizer class keeps the learning-rate history instead)."""
 
 
 def step_by_entry(rule):
@@ -87,11 +93,19 @@ def hyper_entry(h):
         f"{h.doc} {h.range_text()[0].upper() + h.range_text()[1:]}.")
 
 
+def _start(rule, name):
+    """How a state buffer starts, as code: a copy of the parameter or zeros."""
+    init = rule.state_init[rule.state.index(name)] if rule.state_init else None
+    if init == "param":
+        return "param.copy()"
+    return "np.zeros_like(param)"  # (or a hyper-parameter's value: the caller's choice)
+
+
 def state_entry(rule, name):
     return (f"{name} : ndarray\n"
             + _wrap(f"{rule.state_doc[name][0].upper() + rule.state_doc[name][1:]}: "
                     f"same shape, dtype and memory layout as ``param`` "
-                    f"(``np.zeros_like(param)`` before the first step); updated in "
+                    f"(``{_start(rule, name)}`` before the first step); updated in "
                     f"place."))
 
 
@@ -129,7 +143,7 @@ def functional_doc(rule):
     parts = [head]
     params = [PARAM, GRAD] + [state_entry(rule, n) for n in rule.state]
     if rule.stepped:
-        params.append(STEP)
+        params.append(STEP_SCHEDULE_FREE if rule.schedule_free else STEP)
     elif rule.stepped_by:
         params.append(step_by_entry(rule))
     params += [hyper_entry(h) for h in rule.functional_hyper]
@@ -137,7 +151,8 @@ def functional_doc(rule):
     parts.append("Parameters\n----------\n" + "\n".join(params))
     parts.append(RETURNS_NONE)
     state = "".join(f", {n}" for n in rule.state)
-    zeros = "".join(f"; {n} = np.zeros_like(p)" for n in rule.state)
+    zeros = "".join(f"; {n} = " + _start(rule, n).replace("param", "p")
+                    for n in rule.state)
     step = ", step=1" if rule.stepped else ""
     parts.append("Examples\n--------\n"
                  ">>> import numpy as np\n"

@@ -115,11 +115,19 @@ def _scalar_what(value):
 
 
 def new_record(param, names, step=0, init=None):
-    """A state record for ``param``: ``step`` steps taken, buffers of zeros (or of the
-    values ``init``, one per buffer; ``Rule.initial_values``)."""
-    if init is None or not any(init):
-        return [np.array(step, dtype=np.int64)] + [np.zeros_like(param) for _ in names]
-    return [np.array(step, dtype=np.int64)] + [np.full_like(param, v) for v in init]
+    """A state record for ``param``: ``step`` steps taken, buffers of zeros -- or, per
+    buffer, of the values ``init`` gives (``Rule.initial_values``: a number, or "param"
+    for a copy of ``param`` in its memory order)."""
+    out = [np.array(step, dtype=np.int64)]
+    for i in range(len(names)):
+        v = 0.0 if init is None else init[i]
+        if isinstance(v, str):  # "param"
+            out.append(np.array(param, copy=True, order="K"))
+        elif v:
+            out.append(np.full_like(param, v))
+        else:
+            out.append(np.zeros_like(param))
+    return out
 
 
 # ---------------------------------------------------------------------------------------

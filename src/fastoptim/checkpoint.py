@@ -20,7 +20,10 @@ file never runs code from it and the file is readable with ``np.load`` alone:
     1-D uint8: UTF-8 JSON ``{"format": "fastoptim-checkpoint", "version": 1,
     "fastoptim": <version that wrote it>, "optimizer": <class name>, "hyperparams":
     {...}, "params": [{"key": ..., "key_type": "str"|"int", "step": int, "shape": [...],
-    "dtype": "float32"|"float64", "buffers": {<state name>: <member name>}}, ...]}``.
+    "dtype": "float32"|"float64", "buffers": {<state name>: <member name>}}, ...]}``,
+    and for a Schedule-Free optimizer ``"optimizer_state": {"step": int, "lr_max":
+    float, "weight_sum": float, "train_mode": bool}`` (JSON numbers round-trip float64
+    exactly).
 ``p<i>.<state name>``
     the state buffers of the i-th parameter of ``params`` (its memory order is kept).
 
@@ -138,6 +141,8 @@ def _pack(optimizer):
               "optimizer": kind, "hyperparams": hyper, "params": entries}
     if grouped:
         header["groups"] = [plain(o) for o in optimizer._groups.overrides()]
+    if optimizer.rule.schedule_free:  # the optimizer's own state: numbers, JSON-exact
+        header["optimizer_state"] = optimizer.optimizer_state
     return header, arrays
 
 
@@ -272,6 +277,9 @@ def _check_header(path, header):
     expected = {"format", "version", "fastoptim", "optimizer", "hyperparams", "params"}
     if version >= 2:
         expected.add("groups")
+    cls = CLASSES.get(header.get("optimizer"))
+    if cls is not None and cls.rule.schedule_free:
+        expected.add("optimizer_state")
     if set(header) != expected:
         _fail(path, f"its header has the fields {sorted(header)}, expected "
                     f"{sorted(expected)}")
@@ -386,6 +394,8 @@ def read_state_dict(path):
            "state": state}
     if grouped:
         out["groups"] = [native(g) for g in header["groups"]]
+    if "optimizer_state" in header:
+        out["optimizer_state"] = header["optimizer_state"]
     return out
 
 

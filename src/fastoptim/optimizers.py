@@ -59,6 +59,11 @@ class Optimizer:
         for name in self._hyper_names:
             setattr(self, name, hyper[name])
         if groups is not None and (not hasattr(groups, "__len__") or len(groups)):
+            if self.rule.schedule_free:
+                raise ValueError(
+                    f"{type(self).__name__} does not take groups yet: its averaging "
+                    f"weights (lr_max, weight_sum) are kept per optimizer, and per-group "
+                    f"ones are not built; use one {type(self).__name__} per group")
             object.__setattr__(self, "_groups", _groups_mod.GroupTable(self, groups))
         self._slots = {}
         self._overlap_cache = []
@@ -325,6 +330,163 @@ class Optimizer:
         self._steps.clear()
 
 
+class ScheduleFree(Optimizer):
+    """Base class of the Schedule-Free optimizers (rows with ``schedule_free``).
+
+    The parameters hold the gradient point ``y``; the state ``z`` the base sequence; the
+    point to evaluate the model at is the average ``x``, with ``y = (1-b1)*z + b1*x``.
+    :meth:`eval` moves the parameters to ``x``, :meth:`train` back to ``y`` (in place,
+    as the authors' ``optimizer.eval()`` / ``optimizer.train()``); :meth:`update` runs
+    in train mode only.
+
+    The averaging's weights depend on every learning rate so far, so the optimizer keeps
+    ``(step, lr_max, weight_sum)`` -- with ``train_mode`` its *optimizer state* -- and
+    advances it once per applied update (a skipped or refused update leaves it as it
+    was): every parameter of one call takes that step's scalars, whatever its own step
+    count. ``state_dict()`` holds it under ``"optimizer_state"`` (and checkpoints in their
+    header), so that a resumed run is bit-identical. The per-step scalar cache of the
+    other classes is not used: the scalars are worked out once per update.
+    """
+
+    # the optimizer state before the first update (instances assign their own)
+    _sf_state = (*rules.SCHEDULE_FREE_START, True)  # (k, lr_max, weight_sum, train_mode)
+    _OPTIMIZER_STATE = ("step", "lr_max", "weight_sum", "train_mode")
+
+    @property
+    def train_mode(self) -> bool:
+        """Whether the parameters hold ``y`` (train mode, where :meth:`update` runs) or
+        the average ``x`` (eval mode, after :meth:`eval`)."""
+        return self._sf_state[3]
+
+    @property
+    def optimizer_state(self):
+        """``{"step": updates applied, "lr_max": float, "weight_sum": float,
+        "train_mode": bool}``: the state that is the optimizer's, not a parameter's."""
+        return dict(zip(self._OPTIMIZER_STATE, self._sf_state))
+
+    def update(self, params: Params, grads: Grads) -> bool:
+        k, lr_max, weight_sum, train_mode = self._sf_state
+        if not train_mode:
+            raise RuntimeError(
+                f"{type(self).__name__} is in eval mode (the parameters hold the average "
+                f"x, see eval()): call opt.train(params) before update, and opt.eval("
+                f"params) again before evaluating or saving the model")
+        scalars, lr_max, weight_sum = rules.schedulefree_step(k, lr_max, weight_sum,
+                                                              **self._hyper)
+        scalars = (*scalars, -1.0 if self._hyper["maximize"] else 1.0)  # the engine's
+        # Optimizer.update with this step's scalars as the one tuple for every parameter
+        object.__setattr__(self, "_stepper", _ScheduleFreeScalars)
+        object.__setattr__(self, "_fixed_scalars", scalars)
+        applied = Optimizer.update(self, params, grads)
+        if applied:
+            object.__setattr__(self, "_sf_state", (k + 1, lr_max, weight_sum, True))
+        return applied
+
+    update.__doc__ = Optimizer.update.__doc__
+
+    def eval(self, params: Params) -> None:
+        """Move every parameter that has state from ``y`` to the average ``x``,
+        ``p <- p + (1 - 1/b1)*(z - p)``, in place; the optimizer goes to eval mode.
+        ``params`` is what :meth:`update` takes (the same keys). Nothing happens in eval
+        mode already (as the authors')."""
+        self._swap(params, to_train=False)
+
+    def train(self, params: Params) -> None:
+        """Move every parameter that has state from the average ``x`` back to ``y``,
+        ``p <- p + (1 - b1)*(z - p)``, in place; the optimizer goes to train mode.
+        Nothing happens in train mode already. ``train(eval(p))`` gives ``p`` back to
+        rounding (a few units in the last place), not bit for bit."""
+        self._swap(params, to_train=True)
+
+    def _swap(self, params, to_train):
+        k, lr_max, weight_sum, train_mode = self._sf_state
+        if train_mode == to_train:
+            return
+        beta1 = self._hyper["betas"][0]
+        weight = 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
+        if isinstance(params, np.ndarray) or _single_producer(params):
+            params = [params]
+        work = []  # (z, the parameter's view, (container, key) to rebind a number, or None)
+        seen = set()
+        for key, p, _ in _engine.pairs(params, params):
+            record = self._slots.get(key)
+            seen.add(key)
+            if record is None:
+                continue  # no update yet: x = y = z
+            z = record[1]
+            boxed = _engine.scalar_box(p)
+            if boxed is not None:
+                if not _engine._rebindable(params):
+                    raise TypeError(f"parameter {key!r} is a number in a "
+                                    f"{type(params).__name__}, which cannot be rebound; "
+                                    f"pass a list or a dict")
+                view, rebind = boxed[0], (key, boxed[1])
+            else:
+                view, _ = _core.check_param(f"parameter {key!r}", p)
+                rebind = None
+            if view.shape != z.shape or view.dtype != z.dtype:
+                raise ValueError(f"parameter {key!r} has shape {view.shape} and dtype "
+                                 f"{view.dtype}, but its state has {z.shape} and "
+                                 f"{z.dtype}")
+            work.append((z, view, rebind))
+        missing = [k for k in self._slots if k not in seen]
+        if missing:
+            raise ValueError(
+                f"{'eval' if not to_train else 'train'}() needs every parameter the "
+                f"optimizer has state for; missing {', '.join(map(repr, missing))} (it "
+                f"would be left at the other point)")
+        for z, view, rebind in work:
+            t = view.dtype.type
+            diff = np.subtract(z, view)
+            diff *= t(weight)
+            view += diff
+            if rebind is not None:
+                key, kind = rebind
+                params[key] = view.item() if kind is float else view[()]
+        object.__setattr__(self, "_sf_state", (k, lr_max, weight_sum, to_train))
+
+    def state_dict(self) -> StateDict:
+        sd = Optimizer.state_dict(self)
+        sd["optimizer_state"] = self.optimizer_state
+        return sd
+
+    state_dict.__doc__ = Optimizer.state_dict.__doc__
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict()`` returned (with its ``"optimizer_state"``), so that
+        continuing is bit-identical to never having stopped. Nothing changes if the dict
+        does not fit this optimizer."""
+        if not isinstance(state_dict, Mapping) or "optimizer_state" not in state_dict:
+            raise ValueError(f"a {type(self).__name__} state_dict must have the keys "
+                             f"'optimizer', 'hyperparams', 'state' and 'optimizer_state', "
+                             f"as returned by state_dict()")
+        new = _check_optimizer_state(state_dict["optimizer_state"], self._OPTIMIZER_STATE)
+        rest = {n: v for n, v in state_dict.items() if n != "optimizer_state"}
+        Optimizer.load_state_dict(self, rest)
+        object.__setattr__(self, "_sf_state", new)
+
+
+def _ScheduleFreeScalars(step):  # noqa: N802 -- stands where a rule's stepper goes
+    raise RuntimeError("internal error: Schedule-Free scalars are worked out per update")
+
+
+def _check_optimizer_state(st, names):
+    """(k, lr_max, weight_sum, train_mode) from a state_dict's "optimizer_state"."""
+    if not isinstance(st, Mapping) or set(st) != set(names):
+        raise ValueError(f"optimizer_state must have exactly the keys {list(names)}")
+    k, lr_max, weight_sum, train_mode = (st[n] for n in names)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"optimizer_state: step must be an int >= 0, got {k!r}")
+    for n, v in (("lr_max", lr_max), ("weight_sum", weight_sum)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+            raise ValueError(f"optimizer_state: {n} must be a finite number, got {v!r}")
+    if weight_sum < 0:
+        raise ValueError(f"optimizer_state: weight_sum must be >= 0, got {weight_sum!r}")
+    if not isinstance(train_mode, (bool, np.bool_)):
+        raise ValueError(f"optimizer_state: train_mode must be a bool, got {train_mode!r}")
+    return (int(k), float(lr_max), float(weight_sum), bool(train_mode))
+
+
 # ---------------------------------------------------------------------------------------
 # One class per row of the rule table
 # ---------------------------------------------------------------------------------------
@@ -451,7 +613,8 @@ def _make_class(rule, namespace):
         fn.__module__ = __name__
         fn.__doc__ = None
     init.__signature__ = inspect.signature(inner)
-    base = namespace[rule.base] if rule.base else Optimizer
+    base = namespace[rule.base] if rule.base else (
+        ScheduleFree if rule.schedule_free else Optimizer)
     return type(rule.class_name, (base,), {
         "__doc__": _docs.class_doc(rule),
         "__init__": init,
@@ -460,7 +623,8 @@ def _make_class(rule, namespace):
         "rule": rule,
         "_rule": rule.name,
         "_rule_id": rule.id,
-        "_stepped": rule.stepped,
+        # a Schedule-Free class hands Optimizer.update one tuple of scalars per update
+        "_stepped": rule.stepped and not rule.schedule_free,
         "_hyper_names": rule.hyper_names,
     })
 
@@ -474,4 +638,4 @@ def _make_classes():
 
 _CLASSES = _make_classes()
 globals().update(_CLASSES)
-__all__ = ["Optimizer", *_CLASSES]
+__all__ = ["Optimizer", "ScheduleFree", *_CLASSES]

@@ -23,7 +23,7 @@ array of one call must have the same shape and dtype.
 import numpy as np
 
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
-           "lion", "adamax", "nadam", "radam"]
+           "lion", "adamax", "nadam", "radam", "schedulefree_adamw"]
 
 
 def _scalars(param, *values):
@@ -207,3 +207,20 @@ def radam(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
         param -= step_size * (exp_avg / (np.sqrt(exp_avg_sq) + eps))
     else:
         param -= step_size * exp_avg
+
+
+def schedulefree_adamw(param, grad, z, exp_avg_sq, *, beta2, one_minus_beta2,
+                       bias_correction2, eps, weight_decay, ckp1, y_coef, scheduled_lr,
+                       num_threads=0):
+    """v <- b2*v + (1-b2)*(g*g) ; u <- g/(sqrt(v/bias_correction2) + eps) + wd*y ;
+    y <- (y + ckp1*(z - y)) + y_coef*u ; z <- z - scheduled_lr*u (``param`` holds y)."""
+    (beta2, one_minus_beta2, bias_correction2, eps, wd, ckp1, y_coef,
+     scheduled_lr) = _scalars(param, beta2, one_minus_beta2, bias_correction2, eps,
+                              weight_decay, ckp1, y_coef, scheduled_lr)
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (grad * grad)
+    u = grad / (np.sqrt(exp_avg_sq / bias_correction2) + eps)
+    u = _decayed(u, param, wd)
+    param += ckp1 * (z - param)
+    param += y_coef * u
+    z -= scheduled_lr * u

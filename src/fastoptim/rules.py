@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get"]
+__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get", "schedulefree_step"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,6 +80,26 @@ def check_bool(name, value):
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
+def check_sf_betas(name, value):
+    """A pair (beta1, beta2), 0 < beta1 < 1 and 0 <= beta2 < 1 (Schedule-Free: the
+    evaluation point x = y + (1 - 1/beta1)*(z - y) needs beta1 > 0)."""
+    b1, b2 = check_betas(name, value)
+    if b1 == 0.0:
+        raise ValueError(f"Invalid beta1: {b1!r} (must satisfy 0 < beta1 < 1: "
+                         f"Schedule-Free's evaluation point divides by beta1)")
+    return (b1, b2)
+
+
+def check_count(name, value):
+    """An int >= 0 (a number of steps)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"Invalid {name}: {value!r} (must be >= 0)")
+    return value
+
+
 _REQUIRED = object()
 
 
@@ -115,7 +135,9 @@ class _Row:
 
 _RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
                check_unit_closed: "0 <= {name} <= 1",
-               check_betas: "each 0 <= beta < 1", check_bool: "True or False"}
+               check_betas: "each 0 <= beta < 1", check_bool: "True or False",
+               check_sf_betas: "0 < beta1 < 1 and 0 <= beta2 < 1",
+               check_count: "an int >= 0"}
 
 
 class Hyper(_Row):
@@ -342,6 +364,61 @@ def _radam_scalars(*, lr, betas, eps, weight_decay):
     return at
 
 
+# Schedule-Free AdamW (Defazio et al. 2024, as the authors' schedulefree.AdamWScheduleFree,
+# inner momentum 0): per step k (counted from 0 per optimizer, not per parameter),
+# sched = (k+1)/warmup_steps while k < warmup_steps else 1, lr_k = lr*sched,
+# lr_max = max(lr_max, lr_k), weight = (k+1)**r * lr_max**weight_lr_power,
+# weight_sum += weight, ckp1 = weight/weight_sum (0 while weight_sum is 0). lr_max and
+# weight_sum depend on the learning rates of every step so far, not only on k: the
+# optimizer class keeps (k, lr_max, weight_sum) as its own state and advances it with
+# schedulefree_step once per applied update; the table's step function (what the
+# functional API and the parity tests use) is the same recurrence for a run whose lr was
+# the same from step 1.
+
+SCHEDULE_FREE_START = (0, -1.0, 0.0)  # (k, lr_max, weight_sum) before the first step
+
+
+def schedulefree_step(k, lr_max, weight_sum, *, lr, betas, eps, weight_decay,
+                      warmup_steps, r, weight_lr_power, maximize=False):
+    """(the rule's kernel scalars of step k+1, the new lr_max, the new weight_sum) from
+    the optimizer-level state (k, lr_max, weight_sum) before that step. ``maximize`` is
+    taken and left to the caller (the engine's gradient sign comes after these)."""
+    beta1, beta2 = betas
+    sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+    lr_k = lr * sched
+    lr_max = max(lr_k, lr_max)
+    weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+    weight_sum = weight_sum + weight
+    ckp1 = weight / weight_sum if weight_sum != 0.0 else 0.0
+    scalars = (beta2, 1.0 - beta2, 1.0 - beta2 ** (k + 1), eps, weight_decay, ckp1,
+               lr_k * (beta1 * (1.0 - ckp1) - 1.0), lr_k)
+    return scalars, lr_max, weight_sum
+
+
+def _schedulefree_scalars(**hyper):
+    """step -> the scalars of that step of a run at this constant ``lr`` from step 1:
+    the recurrence of :func:`schedulefree_step` from the start, so the same bits as the
+    optimizer class's while its ``lr`` is constant. The next step costs O(1); any other
+    (a jump) O(step), about 0.3 us per step skipped."""
+    lr, warmup, r, power = (hyper["lr"], hyper["warmup_steps"], hyper["r"],
+                            hyper["weight_lr_power"])
+    last = [*SCHEDULE_FREE_START]  # (k, lr_max, weight_sum) after k steps
+
+    def at(step):
+        k, lr_max, weight_sum = last
+        if step <= k:
+            k, lr_max, weight_sum = SCHEDULE_FREE_START
+        while k < step - 1:  # schedulefree_step's lr_max and weight_sum, operation by operation
+            sched = (k + 1) / warmup if k < warmup else 1.0
+            lr_max = max(lr * sched, lr_max)
+            weight_sum = weight_sum + ((k + 1) ** r) * (lr_max ** power)
+            k += 1
+        scalars, lr_max, weight_sum = schedulefree_step(k, lr_max, weight_sum, **hyper)
+        last[:] = [k + 1, lr_max, weight_sum]
+        return scalars
+    return at
+
+
 # ---------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------
@@ -364,8 +441,11 @@ class Rule(_Row):
     keywords): the equivalent), ``stepped_by`` (hyper-parameters that make a rule's
     scalars depend on the step when they are not zero, e.g. AdaGrad's ``lr_decay``:
     then the optimizer and the functional form take the step as for a stepped rule),
-    ``state_init`` (per state buffer, the hyper-parameter holding its initial value, or
-    None for zero; e.g. AdaGrad's ``initial_accumulator_value``).
+    ``state_init`` (per state buffer, what it starts at: None for zero, "param" for a
+    copy of the parameter, or the name of the hyper-parameter holding its initial value,
+    e.g. AdaGrad's ``initial_accumulator_value``), ``schedule_free`` (the class keeps
+    Schedule-Free's optimizer-level state and has ``eval()``/``train()``; see
+    ``fastoptim.optimizers.ScheduleFree``).
     """
 
     _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),
@@ -373,7 +453,8 @@ class Rule(_Row):
                ("hyper", _REQUIRED), ("positional", _REQUIRED),
                ("step_scalars", _REQUIRED), ("scalar_names", _REQUIRED),
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
-               ("torch", ()), ("stepped_by", ()), ("state_init", None))
+               ("torch", ()), ("stepped_by", ()), ("state_init", None),
+               ("schedule_free", False))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -404,11 +485,13 @@ class Rule(_Row):
         return self.stepped or any(hyper[n] != 0 for n in self.stepped_by)
 
     def initial_values(self, hyper):
-        """The value each state buffer starts at (zeros unless ``state_init`` names a
-        hyper-parameter), for these hyper-parameters."""
+        """What each state buffer starts at, for these hyper-parameters: a number (0.0
+        unless ``state_init`` names a hyper-parameter), or "param" (a copy of the
+        parameter)."""
         if self.state_init is None:
             return (0.0,) * len(self.state)
-        return tuple(0.0 if n is None else hyper[n] for n in self.state_init)
+        return tuple(0.0 if n is None else n if n == "param" else hyper[n]
+                     for n in self.state_init)
 
     def stepper(self, hyper):
         """The function step -> the kernel scalars for these (checked) hyper-parameters:
@@ -591,6 +674,49 @@ RULES = (
                "``r_t = sqrt((rho_t-4)*(rho_t-2)*rho_inf/((rho_inf-4)*(rho_inf-2)*rho_t))``"
                ", as torch.optim.RAdam.",
          torch=("RAdam", {})),
+    Rule("schedulefree_adamw", "ScheduleFreeAdamW",
+         "Schedule-Free AdamW (Defazio et al. 2024): no learning-rate schedule; the "
+         "parameter holds the gradient point y.",
+         "v <- b2*v + (1-b2)*g*g ; u <- g/(sqrt(v/(1-b2**t)) + eps) + weight_decay*y ; "
+         "y <- y + ckp1*(z - y) + lr_t*(b1*(1-ckp1) - 1)*u ; z <- z - lr_t*u",
+         ("z", "exp_avg_sq"),
+         {"z": "the base sequence ``z`` of the primal averaging (a copy of the parameter "
+               "before the first step)",
+          "exp_avg_sq": "the second moment ``v``"},
+         (_lr(2.5e-3, "Learning rate (the peak: after warmup)."),
+          Hyper("betas", (0.9, 0.999), check_sf_betas,
+                "``b1`` interpolates between ``z`` and the average ``x`` (the gradient "
+                "point ``y = (1-b1)*z + b1*x``), ``b2`` is the second moment's decay.",
+                type="(float, float)"),
+          _eps(1e-8, "Added to ``sqrt(v_hat)``."),
+          Hyper("weight_decay", 0.0, check_nonneg,
+                "L2 decay evaluated at ``y``: ``weight_decay*y`` is added to the "
+                "normalised gradient ``u`` (as the authors' code)."),
+          Hyper("warmup_steps", 0, check_count,
+                "Linear warmup: ``lr_t = lr*t/warmup_steps`` for the first "
+                "``warmup_steps`` steps.", type="int"),
+          Hyper("r", 0.0, check_nonneg, "Polynomial weighting ``t**r`` of the "
+                "average."),
+          Hyper("weight_lr_power", 2.0, check_nonneg,
+                "The average's weights are ``lr_max**weight_lr_power`` (0: no "
+                "weighting by the learning rate).")), 2,
+         _schedulefree_scalars, ("beta2", "one_minus_beta2", "bias_correction2", "eps",
+                                 "weight_decay", "ckp1", "y_coef", "scheduled_lr"),
+         "heavy", stepped=True, state_init=("param", None), schedule_free=True,
+         notes="``lr_t`` is ``lr`` after warmup, ``ckp1 = weight/weight_sum`` with "
+               "``weight = t**r * lr_max**weight_lr_power`` and ``lr_max`` the largest "
+               "``lr_t`` so far. ``t`` counts the optimizer's applied updates (one per "
+               "training step, all parameters in one call), not each parameter's: the "
+               "optimizer keeps ``(t, lr_max, weight_sum)`` and whether it is in train "
+               "or eval mode as its own state (``state_dict()['optimizer_state']``, in "
+               "checkpoints too), advanced once per applied update, so changing ``lr`` "
+               "between updates acts as in the authors' code. A parameter first seen at "
+               "a later update starts with ``z`` a copy of itself and the optimizer's "
+               "``t`` (as the authors'). ``opt.eval(params)`` moves the parameters to "
+               "the average ``x`` (evaluate and checkpoint the model there), "
+               "``opt.train(params)`` back to ``y``; ``update`` refuses to run in eval "
+               "mode. The optimizer starts in train mode (the authors' starts in eval "
+               "mode and needs ``train()`` first; here that call is harmless)."),
 )
 
 _IDS = {r.name: i for i, r in enumerate(RULES)}

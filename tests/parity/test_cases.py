@@ -163,8 +163,10 @@ def test_functional_api_matches_classes(cls):
     p_cls = {"w": rng.standard_normal(100).astype(np.float64)}
     p_fun = p_cls["w"].copy()
     names = fo._core.RULES[rule][0]
-    # the caller makes the state: at the values the class starts it at
-    state = [np.full_like(p_fun, v) for v in cls.rule.initial_values(cls.rule.check(**hyper))]
+    # the caller makes the state, as the class starts it (rules.Rule.initial_values):
+    # zeros, a hyper-parameter's value, or a copy of the parameter
+    state = [p_fun.copy() if isinstance(v, str) else np.full_like(p_fun, v)
+             for v in cls.rule.initial_values(cls.rule.check(**hyper))]
     taken = [h.name for h in cls.rule.functional_hyper]
     opt = cls(**hyper)
     for step in range(1, STEPS + 1):

@@ -62,11 +62,21 @@ HYPER = {
     "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
     "initial_accumulator_value": st.one_of(st.sampled_from([0.0, 0.1, 1.0]),
                                            st.floats(0.0, 10.0)),
+    "warmup_steps": st.one_of(st.sampled_from([0, 1, 3]), st.integers(0, 1000)),
+    "r": st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0.0, 8.0)),
+    "weight_lr_power": st.one_of(st.sampled_from([2.0, 0.0, 1.0]), st.floats(0.0, 8.0)),
+}
+# where a rule's range differs from the name's usual one: Schedule-Free needs beta1 > 0
+_unit_open_positive = st.one_of(st.sampled_from([0.5, 0.9, 0.999]),
+                                st.floats(0.0, 1.0, exclude_min=True, exclude_max=True))
+HYPER_OF_RULE = {
+    ("schedulefree_adamw", "betas"): st.tuples(_unit_open_positive, _unit_open),
 }
 
 
 def hyper_for(cls):
-    return st.fixed_dictionaries({n: HYPER[n] for n in cls._hyper_names})
+    return st.fixed_dictionaries({n: HYPER_OF_RULE.get((cls._rule, n), HYPER[n])
+                                  for n in cls._hyper_names})
 
 
 # -- arrays ------------------------------------------------------------------------------
@@ -300,7 +310,10 @@ def functional_case(draw, cls):
     state = [np.array(np.abs(draw(values(shape, dtype))), order=order)
              for _ in _core.RULES[cls._rule][0]]  # any non-negative state
     grad = lay_out(draw(values(shape, dtype)), draw(st.sampled_from(GRAD_LAYOUTS)), order)
-    step = draw(st.one_of(st.integers(1, 10), st.integers(1, 10**9)))
+    # Schedule-Free's functional works its averaging weights out from step 1 (O(step):
+    # they depend on every step's learning rate), so its steps go up to 10**5 only
+    top = 10**5 if cls.rule.schedule_free else 10**9
+    step = draw(st.one_of(st.integers(1, 10), st.integers(1, top)))
     return cls, hyper, param, state, grad, step, draw(THREADS), draw(THRESHOLDS)
 
 

@@ -26,11 +26,22 @@ class PlainReference:
         rule = rules.get(like._rule)
         self._names, self._scalar_names = rule.state, rule.scalar_names
         self._fn = getattr(reference, rule.name)
-        hyper = like.hyperparams
+        self._hyper = hyper = like.hyperparams
         self._stepper = rule.stepper(hyper)   # the rule's scalars, then the gradient's sign
-        self._init = rule.initial_values(hyper)
+        self._init = rule.initial_values(hyper)  # numbers, or "param": a copy of it
         self.step = 0
         self.state = {}
+
+    def swap(self, params, to_train):
+        """Schedule-Free only: the parameters to the average x (``to_train`` False) or
+        back to y, as ``ScheduleFree.eval`` / ``train`` compute it (no mode kept)."""
+        beta1 = self._hyper["betas"][0]
+        weight = 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
+        for key, p in params.items():
+            z = self.state[key][0]
+            diff = np.subtract(z, p)
+            diff *= p.dtype.type(weight)
+            p += diff
 
     def update(self, params, grads):
         self.step += 1
@@ -39,7 +50,9 @@ class PlainReference:
         for key, p in params.items():
             state = self.state.get(key)
             if state is None:
-                state = self.state[key] = [np.full_like(p, v) for v in self._init]
+                state = self.state[key] = [
+                    p.copy() if isinstance(v, str) else np.full_like(p, v)
+                    for v in self._init]
             g = grads[key]
             if sign != 1.0:  # maximize: the rule on -g, as the engine
                 g = g * g.dtype.type(sign)
@@ -60,3 +73,18 @@ def train_epoch(net, opt, batches):
         opt.update(net.params, grads)
         in_update += clock() - t0
     return clock() - start, in_update
+
+
+def evaluated_at_average(net, opt, ref_net, ref, evaluate):
+    """``evaluate(net)``; for a Schedule-Free optimizer with the parameters of both nets
+    moved to the average x first and back to y after (the reference's moved the same
+    way, so that both stay bit-identical), as the authors' ``eval()`` / ``train()``."""
+    if not rules.get(opt._rule).schedule_free:
+        return evaluate(net)
+    opt.eval(net.params)
+    ref.swap(ref_net.params, to_train=False)
+    try:
+        return evaluate(net)
+    finally:
+        opt.train(net.params)
+        ref.swap(ref_net.params, to_train=True)

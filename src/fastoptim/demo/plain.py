@@ -31,7 +31,8 @@ import numpy as np
 from .. import rules
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW",
-           "Lion", "Adamax", "NAdam", "RAdam", "PLAIN", "plain_optimizer"]
+           "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW", "PLAIN",
+           "plain_optimizer"]
 
 
 class SGD:
@@ -365,10 +366,67 @@ class RAdam:
                 params[key] -= self.lr * m_hat
 
 
+class ScheduleFreeAdamW:
+    """Schedule-Free AdamW (Defazio et al. 2024) as its authors' ``AdamWScheduleFree``
+    computes it: the parameters hold the gradient point ``y``; per parameter ``z``
+    (starting as a copy of it) and ``v``; ``eval``/``train`` move the parameters to the
+    average ``x = y + (1 - 1/b1)*(z - y)`` and back."""
+
+    def __init__(self, lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, maximize=False):
+        self.lr = lr
+        self.maximize = maximize
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.r = r
+        self.weight_lr_power = weight_lr_power
+        self.k, self.lr_max, self.weight_sum = 0, -1.0, 0.0
+        self.train_mode = True
+        self.z = None
+        self.v = None
+
+    def update(self, params, grads):
+        if self.z is None:
+            self.z = {key: val.copy() for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        k = self.k
+        lr = self.lr * ((k + 1) / self.warmup_steps if k < self.warmup_steps else 1.0)
+        self.lr_max = max(lr, self.lr_max)
+        weight = (k + 1) ** self.r * self.lr_max ** self.weight_lr_power
+        self.weight_sum += weight
+        ckp1 = weight / self.weight_sum if self.weight_sum else 0.0
+        bias2 = 1 - self.beta2 ** (k + 1)
+        for key in params:
+            g = -grads[key] if self.maximize else grads[key]
+            y, z = params[key], self.z[key]
+            self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
+            u = g / (np.sqrt(self.v[key] / bias2) + self.eps)
+            if self.weight_decay:
+                u = u + self.weight_decay * y
+            y += ckp1 * (z - y) + lr * (self.beta1 * (1 - ckp1) - 1) * u
+            z -= lr * u
+        self.k += 1
+
+    def eval(self, params):
+        if self.train_mode and self.z is not None:
+            for key in params:
+                params[key] += (1 - 1 / self.beta1) * (self.z[key] - params[key])
+        self.train_mode = False
+
+    def train(self, params):
+        if not self.train_mode and self.z is not None:
+            for key in params:
+                params[key] += (1 - self.beta1) * (self.z[key] - params[key])
+        self.train_mode = True
+
+
 #: Class name -> the plain NumPy class of that rule; every rule of the table has one
 #: (``tests/test_plain.py`` checks).
 PLAIN = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, AdaDelta,
-                                       Adam, AdamW, Lion, Adamax, NAdam, RAdam)}
+                                       Adam, AdamW, Lion, Adamax, NAdam, RAdam,
+                                       ScheduleFreeAdamW)}
 
 
 def plain_optimizer(name, **hyper):

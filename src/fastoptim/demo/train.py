@@ -268,11 +268,17 @@ def run(dataset="digits", names=None, *, epochs=None, batch_size=None, hidden=No
                 which, model, optimizer = loops[i]
                 times[which].append(loop.train_epoch(model, optimizer,
                                                      epoch_batches(epoch)))
-            loss, extra, metric = evaluate(net)
+            # (Schedule-Free: evaluated at the average x, as its authors advise)
+            loss, extra, metric = loop.evaluated_at_average(net, opt, ref_net, ref, evaluate)
             if not math.isfinite(loss):
                 bar.close()
                 raise DemoError(f"{name} diverged (loss {loss}) in epoch {epoch + 1}")
-            plain_loss = net_loss(plain_net)
+            if hasattr(plain_opt, "eval"):  # Schedule-Free: its loss at x too
+                plain_opt.eval(plain_net.params)
+                plain_loss = net_loss(plain_net)
+                plain_opt.train(plain_net.params)
+            else:
+                plain_loss = net_loss(plain_net)
             rel_diff = max(rel_diff, abs(plain_loss - loss) / abs(loss) if loss else
                            abs(plain_loss))
             curve.append({"optimizer": name, "epoch": epoch + 1, "train_loss": loss, **extra,

@@ -37,15 +37,8 @@ def overrides_for(cls):
     return out
 
 
-# Schedule-Free keeps its averaging weights per optimizer: no groups yet (refused below)
-GROUPABLE = [c for c in OPTIMIZERS if not c.rule.schedule_free]
-
-
-def test_schedule_free_refuses_groups():
-    with pytest.raises(ValueError, match=r"ScheduleFreeAdamW does not take groups yet.*"
-                                         r"one ScheduleFreeAdamW per group"):
-        fo.ScheduleFreeAdamW(groups=[{"match": "b*", "lr": 1e-4}])
-    assert fo.ScheduleFreeAdamW(groups=[])._groups is None
+# every rule, Schedule-Free too (its averaging weights per group, its step shared)
+GROUPABLE = OPTIMIZERS
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -278,3 +271,91 @@ def test_torch_style_groups_with_the_arrays():
     opt = fo.SGD(lr=0.1, groups=[{"params": [b], "lr": 0.5}])
     opt.update([W, b], [np.ones((2, 2)), np.ones(2)])
     assert W[0, 0] == 0.9 and b[0] == 0.5
+
+
+# -- Schedule-Free: per-group averaging weights ----------------------------------------
+
+SF_GROUPS = [{"match": "b*", "lr": 5e-3, "weight_decay": 0.0},
+             {"keys": ["W2"], "betas": (0.8, 0.99), "warmup_steps": 3}]
+
+
+def _sf(**kw):
+    return fo.ScheduleFreeAdamW(**{"lr": 1e-2, "weight_decay": 0.01, "warmup_steps": 2,
+                                   "r": 0.5, **kw})
+
+
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
+def test_schedule_free_groups_keep_their_own_averaging_weights(backend):
+    """A grouped Schedule-Free optimizer is one optimizer per group, bit for bit, with
+    an lr change of one group mid-run, and eval() / train() use each group's beta1."""
+    grads = make_grads(np.float64, 10)
+    params = make_params(np.float64)
+    opt = _sf(groups=SF_GROUPS, backend=backend)
+    parts = {0: ["W1"], 1: ["b1", "b2"], 2: ["W2"]}
+    given = [{}, {"lr": 5e-3, "weight_decay": 0.0},
+             {"betas": (0.8, 0.99), "warmup_steps": 3}]
+    alone = make_params(np.float64)
+    opts = [_sf(**given[i]) for i in range(3)]
+    for step, g in enumerate(grads):
+        if step == 5:
+            opt.param_groups[1].lr = 2e-3
+            opts[1].lr = 2e-3
+        assert opt.update(params, g) is True
+        for i, keys in parts.items():
+            opts[i].update({k: alone[k] for k in keys}, {k: g[k] for k in keys})
+    for k in params:
+        assert_same(params[k], alone[k])
+    st = opt.optimizer_state
+    assert st["step"] == 10 and st["train_mode"] is True
+    assert st["lr_max"] == [o.optimizer_state["lr_max"] for o in opts]
+    assert st["weight_sum"] == [o.optimizer_state["weight_sum"] for o in opts]
+    assert len(set(st["weight_sum"])) == 3  # each its own
+    opt.eval(params)
+    for i, keys in parts.items():
+        opts[i].eval({k: alone[k] for k in keys})
+    for k in params:
+        assert_same(params[k], alone[k])
+    opt.train(params)
+    for i, keys in parts.items():
+        opts[i].train({k: alone[k] for k in keys})
+    for k in params:
+        assert_same(params[k], alone[k])
+
+
+def test_schedule_free_groups_saved_and_restored(tmp_path):
+    grads = make_grads(np.float32, 8)
+    straight = make_params(np.float32)
+    opt = _sf(groups=SF_GROUPS)
+    for g in grads:
+        opt.update(straight, g)
+    for how in ("state_dict", "checkpoint"):
+        params = make_params(np.float32)
+        first = _sf(groups=SF_GROUPS)
+        for g in grads[:4]:
+            first.update(params, g)
+        if how == "state_dict":
+            sd = first.state_dict()
+            assert len(sd["optimizer_state"]["lr_max"]) == 3
+            second = _sf(groups=SF_GROUPS)
+            second.load_state_dict(sd)
+        else:
+            fo.save(first, tmp_path / "sf.ckpt")
+            second = fo.load(tmp_path / "sf.ckpt")
+        assert second.optimizer_state == first.optimizer_state
+        for g in grads[4:]:
+            second.update(params, g)
+        for k in params:
+            assert_same(params[k], straight[k])
+    # the optimizer state must have one entry per group; nothing changes on error
+    sd = opt.state_dict()
+    bad = dict(sd, optimizer_state=dict(sd["optimizer_state"], lr_max=[0.01, 0.01]))
+    fresh = _sf(groups=SF_GROUPS)
+    with pytest.raises(ValueError, match=r"lr_max must be a list of 3 numbers \(one per "
+                                         r"parameter group"):
+        fresh.load_state_dict(bad)
+    assert fresh.optimizer_state["step"] == 0 and not fresh.state
+    with pytest.raises(ValueError, match=r"this state_dict has parameter groups"):
+        _sf().load_state_dict(sd)
+    # before the first update every group starts from the same (unset) weights
+    assert _sf(groups=SF_GROUPS).optimizer_state == {
+        "step": 0, "lr_max": [-1.0] * 3, "weight_sum": [0.0] * 3, "train_mode": True}

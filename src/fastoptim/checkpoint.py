@@ -22,7 +22,8 @@ file never runs code from it and the file is readable with ``np.load`` alone:
     {...}, "params": [{"key": ..., "key_type": "str"|"int", "step": int, "shape": [...],
     "dtype": "float32"|"float64", "buffers": {<state name>: <member name>}}, ...]}``,
     and for a Schedule-Free optimizer ``"optimizer_state": {"step": int, "lr_max":
-    float, "weight_sum": float, "train_mode": bool}`` (JSON numbers round-trip float64
+    float, "weight_sum": float, "train_mode": bool}`` (with parameter groups ``lr_max``
+    and ``weight_sum`` are lists, one per group; JSON numbers round-trip float64
     exactly).
 ``p<i>.<state name>``
     the state buffers of the i-th parameter of ``params`` (its memory order is kept).

@@ -46,6 +46,7 @@ class Optimizer:
     rule: rules.Rule
     _rule: str
     _hyper_names: tuple = ()
+    _group_table = _groups_mod.GroupTable  # what groups= makes
 
     def __init__(self, *, num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False, groups: Any = None, **hyper: Any) -> None:
@@ -59,12 +60,7 @@ class Optimizer:
         for name in self._hyper_names:
             setattr(self, name, hyper[name])
         if groups is not None and (not hasattr(groups, "__len__") or len(groups)):
-            if self.rule.schedule_free:
-                raise ValueError(
-                    f"{type(self).__name__} does not take groups yet: its averaging "
-                    f"weights (lr_max, weight_sum) are kept per optimizer, and per-group "
-                    f"ones are not built; use one {type(self).__name__} per group")
-            object.__setattr__(self, "_groups", _groups_mod.GroupTable(self, groups))
+            object.__setattr__(self, "_groups", self._group_table(self, groups))
         self._slots = {}
         self._overlap_cache = []
         self._plan = []  # update_many's [keys, records] of the last call; [] = unknown
@@ -346,6 +342,12 @@ class ScheduleFree(Optimizer):
     count. ``state_dict()`` holds it under ``"optimizer_state"`` (and checkpoints in their
     header), so that a resumed run is bit-identical. The per-step scalar cache of the
     other classes is not used: the scalars are worked out once per update.
+
+    With parameter groups, each group keeps its own ``lr_max`` and ``weight_sum`` (from
+    its own learning rates and hyper-parameters, as the authors' code keeps them per
+    param group), and the step count is shared: every group advances once per applied
+    update. ``optimizer_state`` then gives ``lr_max`` and ``weight_sum`` as lists, group
+    0 first.
     """
 
     # the optimizer state before the first update (instances assign their own)
@@ -361,8 +363,13 @@ class ScheduleFree(Optimizer):
     @property
     def optimizer_state(self):
         """``{"step": updates applied, "lr_max": float, "weight_sum": float,
-        "train_mode": bool}``: the state that is the optimizer's, not a parameter's."""
-        return dict(zip(self._OPTIMIZER_STATE, self._sf_state))
+        "train_mode": bool}``: the state that is the optimizer's, not a parameter's
+        (with groups, ``lr_max`` and ``weight_sum`` are lists, one per group)."""
+        k, lr_max, weight_sum, train_mode = self._sf_state
+        if self._groups is not None:
+            n = len(self._groups.groups)
+            lr_max, weight_sum = list(_per_group(lr_max, n)), list(_per_group(weight_sum, n))
+        return dict(zip(self._OPTIMIZER_STATE, (k, lr_max, weight_sum, train_mode)))
 
     def update(self, params: Params, grads: Grads) -> bool:
         k, lr_max, weight_sum, train_mode = self._sf_state
@@ -371,6 +378,24 @@ class ScheduleFree(Optimizer):
                 f"{type(self).__name__} is in eval mode (the parameters hold the average "
                 f"x, see eval()): call opt.train(params) before update, and opt.eval("
                 f"params) again before evaluating or saving the model")
+        table = self._groups
+        if table is not None:  # per group: its scalars, lr_max and weight_sum
+            n = len(table.groups)
+            lr_max, weight_sum = _per_group(lr_max, n), _per_group(weight_sum, n)
+            current, new_max, new_sum = [], [], []
+            for g in range(n):
+                hyper = table.hyper(g)
+                sc, m, w = rules.schedulefree_step(k, lr_max[g], weight_sum[g], **hyper)
+                current.append((*sc, -1.0 if hyper["maximize"] else 1.0))
+                new_max.append(m)
+                new_sum.append(w)
+            table.current = current
+            self._scalar_cache.clear()  # the scalars of (group, step) are this update's
+            applied = Optimizer.update(self, params, grads)
+            if applied:
+                object.__setattr__(self, "_sf_state",
+                                   (k + 1, tuple(new_max), tuple(new_sum), True))
+            return applied
         scalars, lr_max, weight_sum = rules.schedulefree_step(k, lr_max, weight_sum,
                                                               **self._hyper)
         scalars = (*scalars, -1.0 if self._hyper["maximize"] else 1.0)  # the engine's
@@ -402,8 +427,12 @@ class ScheduleFree(Optimizer):
         k, lr_max, weight_sum, train_mode = self._sf_state
         if train_mode == to_train:
             return
-        beta1 = self._hyper["betas"][0]
-        weight = 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
+        table = self._groups
+
+        def weight_of(record):  # of the record's group (the optimizer's without groups)
+            beta1 = (self._hyper if table is None else
+                     table.hyper(_groups_mod.split(int(record[0]))[0]))["betas"][0]
+            return 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
         if isinstance(params, np.ndarray) or _single_producer(params):
             params = [params]
         work = []  # (z, the parameter's view, (container, key) to rebind a number, or None)
@@ -428,14 +457,14 @@ class ScheduleFree(Optimizer):
                 raise ValueError(f"parameter {key!r} has shape {view.shape} and dtype "
                                  f"{view.dtype}, but its state has {z.shape} and "
                                  f"{z.dtype}")
-            work.append((z, view, rebind))
+            work.append((z, view, rebind, weight_of(record)))
         missing = [k for k in self._slots if k not in seen]
         if missing:
             raise ValueError(
                 f"{'eval' if not to_train else 'train'}() needs every parameter the "
                 f"optimizer has state for; missing {', '.join(map(repr, missing))} (it "
                 f"would be left at the other point)")
-        for z, view, rebind in work:
+        for z, view, rebind, weight in work:
             t = view.dtype.type
             diff = np.subtract(z, view)
             diff *= t(weight)
@@ -460,8 +489,13 @@ class ScheduleFree(Optimizer):
             raise ValueError(f"a {type(self).__name__} state_dict must have the keys "
                              f"'optimizer', 'hyperparams', 'state' and 'optimizer_state', "
                              f"as returned by state_dict()")
-        new = _check_optimizer_state(state_dict["optimizer_state"], self._OPTIMIZER_STATE)
         rest = {n: v for n, v in state_dict.items() if n != "optimizer_state"}
+        if ("groups" in rest) != (self._groups is not None):
+            Optimizer.load_state_dict(self, rest)  # raises the error for the groups
+            raise RuntimeError("internal error: a groups mismatch was accepted")
+        new = _check_optimizer_state(
+            state_dict["optimizer_state"], self._OPTIMIZER_STATE,
+            None if self._groups is None else len(self._groups.groups))
         Optimizer.load_state_dict(self, rest)
         object.__setattr__(self, "_sf_state", new)
 
@@ -470,21 +504,56 @@ def _ScheduleFreeScalars(step):  # noqa: N802 -- stands where a rule's stepper g
     raise RuntimeError("internal error: Schedule-Free scalars are worked out per update")
 
 
-def _check_optimizer_state(st, names):
-    """(k, lr_max, weight_sum, train_mode) from a state_dict's "optimizer_state"."""
+def _per_group(value, n):
+    """A Schedule-Free optimizer's lr_max or weight_sum per group: a number (the state
+    before the first update with groups, the same for each) or a tuple of n."""
+    return value if isinstance(value, tuple) else (value,) * n
+
+
+class _ScheduleFreeGroups(_groups_mod.GroupTable):
+    """A Schedule-Free optimizer's groups: the kernel scalars of a (group, step) are
+    those of the update in progress (``current``, per group, set by
+    ``ScheduleFree.update``), whatever the parameter's own step count."""
+
+    current = ()
+
+    def scalars_at(self, boxed_step):
+        return self.current[_groups_mod.split(boxed_step)[0]]
+
+
+ScheduleFree._group_table = _ScheduleFreeGroups
+
+
+def _check_optimizer_state(st, names, n_groups=None):
+    """(k, lr_max, weight_sum, train_mode) from a state_dict's "optimizer_state" (with
+    ``n_groups`` groups, lr_max and weight_sum are lists of that many, made tuples)."""
     if not isinstance(st, Mapping) or set(st) != set(names):
         raise ValueError(f"optimizer_state must have exactly the keys {list(names)}")
     k, lr_max, weight_sum, train_mode = (st[n] for n in names)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"optimizer_state: step must be an int >= 0, got {k!r}")
+
+    def numbers_of(n, v):
+        if n_groups is None:
+            return [v]
+        if not isinstance(v, (list, tuple)) or len(v) != n_groups:
+            raise ValueError(f"optimizer_state: {n} must be a list of {n_groups} numbers "
+                             f"(one per parameter group, group 0 first), got {v!r}")
+        return list(v)
     for n, v in (("lr_max", lr_max), ("weight_sum", weight_sum)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-            raise ValueError(f"optimizer_state: {n} must be a finite number, got {v!r}")
-    if weight_sum < 0:
+        for x in numbers_of(n, v):
+            if isinstance(x, bool) or not isinstance(x, numbers.Real) or not np.isfinite(x):
+                raise ValueError(f"optimizer_state: {n} must be "
+                                 f"{'a finite number' if n_groups is None else 'finite numbers'}"
+                                 f", got {v!r}")
+    if any(x < 0 for x in numbers_of("weight_sum", weight_sum)):
         raise ValueError(f"optimizer_state: weight_sum must be >= 0, got {weight_sum!r}")
     if not isinstance(train_mode, (bool, np.bool_)):
         raise ValueError(f"optimizer_state: train_mode must be a bool, got {train_mode!r}")
-    return (int(k), float(lr_max), float(weight_sum), bool(train_mode))
+    if n_groups is None:
+        return (int(k), float(lr_max), float(weight_sum), bool(train_mode))
+    return (int(k), tuple(float(x) for x in lr_max), tuple(float(x) for x in weight_sum),
+            bool(train_mode))
 
 
 # ---------------------------------------------------------------------------------------

@@ -496,7 +496,7 @@ def generate():
     """Render the kernels' templates and write the stubs from the rule table."""
     from Cython import Tempita
 
-    rules = _load("rules").RULES
+    rules = _load("rules").KERNEL_ROWS
     for name in ("_dispatch", "_wrappers"):
         path = os.path.join(HERE, "kernels", f"{name}.pxi.tp")
         with open(path, encoding="utf-8") as f:

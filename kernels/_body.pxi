@@ -752,10 +752,16 @@ def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
 # bytes of a rule with k - 1 state buffers (rules.Rule.state_bytes).
 # ---------------------------------------------------------------------------------------
 
-cdef void _stream_range(floating* a, floating* b, floating* c, const floating* r,
-                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+cdef void _stream_range(floating* a, floating* b, floating* c, floating* d,
+                        const floating* r, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef Py_ssize_t i
-    if c != NULL:
+    if d != NULL:
+        for i in range(lo, hi):
+            a[i] = a[i] + r[i]
+            b[i] = b[i] + r[i]
+            c[i] = c[i] + r[i]
+            d[i] = d[i] + r[i]
+    elif c != NULL:
         for i in range(lo, hi):
             a[i] = a[i] + r[i]
             b[i] = b[i] + r[i]
@@ -770,17 +776,20 @@ cdef void _stream_range(floating* a, floating* b, floating* c, const floating* r
 
 
 def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
-           floating[::1] c=None, *, int num_threads=1):
-    """a += read (and b, c likewise), split evenly over num_threads threads."""
+           floating[::1] c=None, floating[::1] d=None, *, int num_threads=1):
+    """a += read (and b, c, d likewise), split evenly over num_threads threads."""
     cdef Py_ssize_t n = read.shape[0]
     cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP and not fo_forked else 1
     cdef floating* pb = NULL
     cdef floating* pc = NULL
+    cdef floating* pd = NULL
     _length(n, a.shape[0], "grad")
     if b is not None:
         _length(n, b.shape[0], "b")
     if c is not None:
         _length(n, c.shape[0], "c")
+    if d is not None:
+        _length(n, d.shape[0], "d")
     if n == 0:
         return
     if b is not None:
@@ -789,10 +798,14 @@ def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
         if pb == NULL:
             raise ValueError("give b before c")
         pc = &c[0]
+    if d is not None:
+        if pc == NULL:
+            raise ValueError("give c before d")
+        pd = &d[0]
     with nogil:
         if nt <= 1:
-            _stream_range(&a[0], pb, pc, &read[0], 0, n)
+            _stream_range(&a[0], pb, pc, pd, &read[0], 0, n)
         else:
             for t in prange(nt, schedule="static", num_threads=nt):
-                _stream_range(&a[0], pb, pc, &read[0], _split(n, nt, t),
+                _stream_range(&a[0], pb, pc, pd, &read[0], _split(n, nt, t),
                               _split(n, nt, t + 1))

@@ -152,6 +152,93 @@ cdef inline floating _max(floating a, floating b) noexcept nogil:
     return b
 
 
+# The variants of the structural options (rules.VARIANTS): AMSGrad for Adam and AdamW,
+# centered RMSprop and RMSprop with momentum.
+
+cdef inline void _amsgrad_core(floating* p, floating g, floating* m, floating* v,
+                               floating* w, floating decay_factor, floating beta1,
+                               floating one_minus_beta1, floating beta2,
+                               floating one_minus_beta2, floating eps_hat, floating wd,
+                               floating step_size) noexcept nogil:
+    # _adam_core with the running maximum w of v in the root (torch.optim's
+    # max(max_exp_avg_sq, exp_avg_sq), NaN propagating)
+    cdef floating pi = p[0] * decay_factor
+    cdef floating mi, vi, wi
+    g = _decayed(g, pi, wd)
+    mi = beta1 * m[0] + one_minus_beta1 * g
+    vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    wi = _max(w[0], vi)
+    m[0] = mi
+    v[0] = vi
+    w[0] = wi
+    p[0] = pi - step_size * (mi / (_sqrt(wi) + eps_hat))
+
+
+cdef inline void _rule_adam_amsgrad(floating* p, floating g, floating* m, floating* v,
+                                    floating* w, floating beta1, floating one_minus_beta1,
+                                    floating beta2, floating one_minus_beta2,
+                                    floating eps_hat, floating wd,
+                                    floating step_size) noexcept nogil:
+    _amsgrad_core(p, g, m, v, w, <floating>1.0, beta1, one_minus_beta1, beta2,
+                  one_minus_beta2, eps_hat, wd, step_size)
+
+
+cdef inline void _rule_adamw_amsgrad(floating* p, floating g, floating* m, floating* v,
+                                     floating* w, floating decay_factor, floating beta1,
+                                     floating one_minus_beta1, floating beta2,
+                                     floating one_minus_beta2, floating eps_hat,
+                                     floating step_size) noexcept nogil:
+    _amsgrad_core(p, g, m, v, w, decay_factor, beta1, one_minus_beta1, beta2,
+                  one_minus_beta2, eps_hat, <floating>0.0, step_size)
+
+
+cdef inline void _rule_rmsprop_centered(floating* p, floating g, floating* e, floating* a,
+                                        floating lr, floating alpha,
+                                        floating one_minus_alpha, floating eps,
+                                        floating wd) noexcept nogil:
+    # the root of the variance estimate E - a*a, a the running average of g
+    cdef floating pi = p[0]
+    cdef floating ei, ai
+    g = _decayed(g, pi, wd)
+    ei = alpha * e[0] + one_minus_alpha * (g * g)
+    ai = alpha * a[0] + one_minus_alpha * g
+    e[0] = ei
+    a[0] = ai
+    p[0] = pi - lr * (g / (_sqrt(ei - ai * ai) + eps))
+
+
+cdef inline void _rule_rmsprop_momentum(floating* p, floating g, floating* e, floating* b,
+                                        floating lr, floating alpha,
+                                        floating one_minus_alpha, floating eps,
+                                        floating wd, floating mu) noexcept nogil:
+    # the step through a velocity of lr-scaled steps, b <- mu*b + lr*g/(sqrt(E) + eps)
+    cdef floating pi = p[0]
+    cdef floating ei, bi
+    g = _decayed(g, pi, wd)
+    ei = alpha * e[0] + one_minus_alpha * (g * g)
+    bi = mu * b[0] + lr * (g / (_sqrt(ei) + eps))
+    e[0] = ei
+    b[0] = bi
+    p[0] = pi - bi
+
+
+cdef inline void _rule_rmsprop_centered_momentum(floating* p, floating g, floating* e,
+                                                 floating* b, floating* a, floating lr,
+                                                 floating alpha, floating one_minus_alpha,
+                                                 floating eps, floating wd,
+                                                 floating mu) noexcept nogil:
+    cdef floating pi = p[0]
+    cdef floating ei, ai, bi
+    g = _decayed(g, pi, wd)
+    ei = alpha * e[0] + one_minus_alpha * (g * g)
+    ai = alpha * a[0] + one_minus_alpha * g
+    bi = mu * b[0] + lr * (g / (_sqrt(ei - ai * ai) + eps))
+    e[0] = ei
+    a[0] = ai
+    b[0] = bi
+    p[0] = pi - bi
+
+
 cdef inline void _rule_lion(floating* p, floating g, floating* m,
                             floating decay_factor, floating lr, floating beta1,
                             floating one_minus_beta1, floating beta2,

@@ -54,3 +54,23 @@ def test_bytes_per_element_matches_the_issue():
     assert [_bench.bytes_per_element(r, np.float32) for r in _bench.RULES] == \
         [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28, 28]
     assert _bench.bytes_per_element("adam", np.float64) == 56
+
+
+def test_bench_takes_the_variants(capsys):
+    """The options that add a state buffer are benchmarked as their variants: the class
+    with the option on, its bytes one buffer more than the rule's."""
+    assert cli.main(["bench", "--sizes", "1e3", "--rules", "adam,adam_amsgrad,"
+                     "rmsprop_centered_momentum", "--no-torch", "--no-many", "--budget",
+                     "0.01", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["rule"] for r in rows] == ["adam", "adam_amsgrad", "rmsprop_centered_momentum"]
+    assert _bench.bytes_per_element("adam_amsgrad", np.float32) == 36
+    assert _bench.bytes_per_element("rmsprop_centered_momentum", np.float32) == 36
+    assert _bench.options("rmsprop_momentum") == {"momentum": 0.9}
+    assert _bench.torch_kwargs("adamw_amsgrad") == ("AdamW", {"lr": 1e-3, "amsgrad": True})
+    step = _bench.fastoptim_step("rmsprop_centered", 10, np.float32, 1, "compiled")
+    step()
+    assert step.__closure__  # made; the row it runs:
+    opt = next(c.cell_contents for c in step.__closure__
+               if type(c.cell_contents).__name__ == "RMSprop")
+    assert opt.rule.name == "rmsprop_centered"

@@ -62,16 +62,35 @@ def only_checkpoint_left(directory, name):
 
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
 def test_round_trip_continues_bit_identically(cls, tmp_path):
+    _round_trip(cls, HYPER[cls], tmp_path)
+
+
+# the structural options: the variant's extra buffers are saved, and the loaded optimizer
+# runs the variant again
+@pytest.mark.parametrize("cls, options", [
+    (fo.Adam, dict(amsgrad=True)), (fo.AdamW, dict(amsgrad=True)),
+    (fo.RMSprop, dict(centered=True)), (fo.RMSprop, dict(momentum=0.6)),
+    (fo.RMSprop, dict(momentum=0.6, centered=True))],
+    ids=["Adam-amsgrad", "AdamW-amsgrad", "RMSprop-centered", "RMSprop-momentum",
+         "RMSprop-centered-momentum"])
+def test_round_trip_of_the_variants(cls, options, tmp_path):
+    second = _round_trip(cls, {**HYPER[cls], **options}, tmp_path)
+    assert second.rule.name == cls.rule.row_for(options).name != cls.rule.name
+    for st in second.state.values():
+        assert list(st) == ["step", *second.rule.state]
+
+
+def _round_trip(cls, hyper, tmp_path):
     rng = np.random.default_rng(1)
     params = model(rng)
     gs = [grads(rng, params) for _ in range(8)]
     straight = copy_params(params)
-    opt = cls(**HYPER[cls])
+    opt = cls(**hyper)
     for g in gs:
         opt.update(straight, g)
 
     resumed = copy_params(params)
-    first = cls(**HYPER[cls])
+    first = cls(**hyper)
     for g in gs[:4]:
         first.update(resumed, g)
     path = tmp_path / "opt.ckpt"
@@ -90,6 +109,7 @@ def test_round_trip_continues_bit_identically(cls, tmp_path):
     for k in params:
         assert_same(resumed[k], straight[k])
     assert_snapshot_equal(snapshot(second, resumed), snapshot(opt, straight))
+    return second
 
 
 def test_int_keys_list_form_and_loading_options(tmp_path):

@@ -161,6 +161,13 @@ def test_roofline_stream_kernel(target):
         assert_same(x, 1 + r)
     with pytest.raises(ValueError, match="a state buffer has 9 elements"):
         target.stream(r, a, np.ones(9, np.float32))
+    # four buffers (a variant such as adam_amsgrad: the parameter and three states)
+    bufs = [np.ones(10, np.float32) for _ in range(4)]
+    target.stream(r, *bufs, num_threads=2)
+    for x in bufs:
+        assert_same(x, 1 + r)
+    with pytest.raises(ValueError, match="give c before d"):
+        target.stream(r, a, b, d=c)
 
 
 def test_slot_plan_follows_every_change_of_state(parallel_everything):

@@ -30,7 +30,7 @@ def overrides_for(cls):
     out = {"lr": hyper["lr"] * 0.5}
     if "weight_decay" in cls._hyper_names:
         out["weight_decay"] = 0.0
-    if "momentum" in cls._hyper_names:
+    if "momentum" in cls._hyper_names and "momentum" not in cls.rule.structural:
         out["momentum"] = 0.5
     if "betas" in cls._hyper_names:
         out["betas"] = (0.7, 0.9)
@@ -161,7 +161,7 @@ def test_group_initial_accumulator_value():
      r"exactly one selector.*\['keys', 'match'\]"),
     ([{"match": "b", "momentum": 0.9}], ValueError,
      r"groups\[0\] sets \['momentum'\], which Adam does not have \(its hyper-parameters: "
-     r"lr, betas, eps, weight_decay, maximize\)"),
+     r"lr, betas, eps, weight_decay, amsgrad, maximize\)"),
     ([{"match": "b", "lr": -1}], ValueError, r"Invalid lr: -1"),
     ([{"match": 3}], TypeError, r"\['match'\] must be a glob pattern"),
     ([{"where": "b*"}], TypeError, r"\['where'\] must be a function"),
@@ -359,3 +359,47 @@ def test_schedule_free_groups_saved_and_restored(tmp_path):
     # before the first update every group starts from the same (unset) weights
     assert _sf(groups=SF_GROUPS).optimizer_state == {
         "step": 0, "lr_max": [-1.0] * 3, "weight_sum": [0.0] * 3, "train_mode": True}
+
+
+# -- structural options (amsgrad, RMSprop's momentum and centered) ------------------------
+
+def test_a_group_may_change_a_structural_value_that_keeps_the_state_buffers():
+    """RMSprop(momentum=0.9) with a group at momentum 0.5: one velocity buffer for both,
+    each group its own momentum; bit-identical to one optimizer per group."""
+    params, grads_seq = make_params(np.float64), make_grads(np.float64, 5)
+    opt = fo.RMSprop(lr=0.01, momentum=0.9, groups=[{"match": "b*", "momentum": 0.5}])
+    one = {"b": fo.RMSprop(lr=0.01, momentum=0.5), "other": fo.RMSprop(lr=0.01, momentum=0.9)}
+    alone = {k: v.copy() for k, v in params.items()}
+    for grads in grads_seq:
+        opt.update(params, grads)
+        for which, o in one.items():
+            keys = [k for k in alone if k.startswith("b") == (which == "b")]
+            o.update({k: alone[k] for k in keys}, {k: grads[k] for k in keys})
+    assert opt.rule.name == "rmsprop_momentum"
+    for k in params:
+        assert_same(params[k], alone[k])
+
+
+@pytest.mark.parametrize("cls, opt_kw, group_kw", [
+    (fo.Adam, {}, {"amsgrad": True}),
+    (fo.AdamW, {"amsgrad": True}, {"amsgrad": False}),
+    (fo.RMSprop, {}, {"momentum": 0.5}),
+    (fo.RMSprop, {"momentum": 0.9}, {"momentum": 0.0}),
+    (fo.RMSprop, {}, {"centered": True}),
+])
+def test_a_group_cannot_change_the_state_buffers(cls, opt_kw, group_kw):
+    with pytest.raises(ValueError, match=r"groups\[0\] sets .*other state buffers than the "
+                                         r"optimizer's"):
+        cls(**opt_kw, groups=[{"match": "b*", **group_kw}])
+    opt = cls(**opt_kw, groups=[{"match": "b*"}])
+    name, value = next(iter(group_kw.items()))
+    with pytest.raises(ValueError, match="group 1 sets .*other state buffers"):
+        setattr(opt.param_groups[1], name, value)
+    assert opt.param_groups[1].overrides == {}  # refused: nothing changed
+
+
+def test_the_optimizer_cannot_leave_a_group_without_its_buffers():
+    opt = fo.RMSprop(momentum=0.9, groups=[{"match": "b*", "momentum": 0.5}])
+    with pytest.raises(ValueError, match=r"momentum=0\.0 would give group 1"):
+        opt.momentum = 0.0
+    assert opt.momentum == 0.9 and opt.rule.name == "rmsprop_momentum"

@@ -43,16 +43,26 @@ def _rule_table(text):
         name, keywords, state = (c.replace("`", "") for c in cells)
         call = ast.parse(f"f({keywords})", mode="eval").body
         defaults = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        state, _, extra = state.partition(" (")  # "(+ buf with option, ...)"
         buffers = () if state == "—" else tuple(s.strip() for s in state.split(","))
-        out.append((name, defaults, buffers))
+        extras = {}
+        for item in filter(None, extra.rstrip(")").split(",")):
+            buf, _, option = item.strip().removeprefix("+ ").partition(" with ")
+            extras[option.strip()] = buf.strip()
+        out.append((name, defaults, buffers, extras))
     return out
 
 
 def test_rule_table_matches_rules_module(text):
     table = _rule_table(text)
-    assert [name for name, _, _ in table] == [r.class_name for r in rules.RULES]
-    for (name, defaults, buffers), rule in zip(table, rules.RULES):
+    assert [name for name, *_ in table] == [r.class_name for r in rules.RULES]
+    for (name, defaults, buffers, extras), rule in zip(table, rules.RULES):
         assert buffers == tuple(rule.state), name
+        # each structural option and the buffer it adds (its variant row's state)
+        assert set(extras) == set(rule.structural), name
+        for option, buf in extras.items():
+            on = True if isinstance(rule.defaults[option], bool) else 0.5
+            assert rule.row_for({option: on}).state == (*rule.state, buf), (name, option)
         # every default the row shows is the rule's; it may leave out only the coupled
         # weight decay and maximize, whose defaults the text above the table gives
         for key, value in defaults.items():

@@ -414,6 +414,124 @@ def test_momentum_dampening_by_hand(dtype, backend):
                                                            dampening=0.5))
 
 
+# -- the structural options: Adam's and AdamW's amsgrad, RMSprop's centered and momentum
+# (a state buffer more: the rule's variant row, rules.VARIANTS) -----------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_amsgrad_by_hand(dtype, backend):
+    # betas (0.5, 0.5), eps 0, lr 1; g = 2 then 0. Step 1: m = 1, v = 2, w = max(0, 2) = 2.
+    # Step 2: m = 0.5, v = 1 < w = 2: the step divides by sqrt(w_hat), w_hat = 2/0.75,
+    # m_hat = 0.5/0.75 (without amsgrad: sqrt(v_hat), v_hat = 1/0.75).
+    for cls in (fo.Adam, fo.AdamW):
+        o = cls(lr=1.0, betas=(0.5, 0.5), eps=0.0, weight_decay=0.0, amsgrad=True,
+                backend=backend)
+        p = np.array([10.0], dtype=dtype)
+        o.update([p], [np.full(1, 2.0, dtype=dtype)])
+        p1 = float(p[0])
+        assert p1 == pytest.approx(10.0 - 1.0, rel=1e-6)  # m_hat/sqrt(v_hat) = 2/2
+        o.update([p], [np.zeros(1, dtype=dtype)])
+        st = o.state[0]
+        assert st["exp_avg_sq"].tolist() == [1.0] and st["max_exp_avg_sq"].tolist() == [2.0]
+        m_hat, w_hat, v_hat = 0.5 / 0.75, 2.0 / 0.75, 1.0 / 0.75
+        assert float(p[0]) == pytest.approx(p1 - m_hat / math.sqrt(w_hat), rel=1e-6)
+        assert float(p[0]) != pytest.approx(p1 - m_hat / math.sqrt(v_hat), rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_centered_and_momentum_rmsprop_by_hand(dtype, backend):
+    def run(grads, **kw):
+        o = fo.RMSprop(lr=1.0, eps=0.0, backend=backend, **kw)
+        p = np.array([10.0], dtype=dtype)
+        out = []
+        for g in grads:
+            o.update([p], [np.full(1, g, dtype=dtype)])
+            out.append(float(p[0]))
+        return out, o.state[0]
+
+    # centered, alpha 0.5, g = 2: E = 2, a = 1, E - a*a = 1: p = 10 - 2/1 = 8
+    out, st = run([2.0], alpha=0.5, centered=True)
+    assert out == [8.0] and st["grad_avg"].tolist() == [1.0]
+    # momentum 0.5, alpha 0.75, g = 2 then 0: E = 1, b = 2/1 = 2, p = 8; then E = 0.75,
+    # b = 0.5*2 + 0 = 1, p = 7 (the velocity carries on without a gradient)
+    out, st = run([2.0, 0.0], alpha=0.75, momentum=0.5)
+    assert out == [8.0, 7.0] and st["momentum_buffer"].tolist() == [1.0]
+    # both, alpha 0.5: E = 2, a = 1, b = 2/sqrt(1) = 2, p = 8; then g = 0: b = 1, p = 7
+    out, st = run([2.0, 0.0], alpha=0.5, momentum=0.5, centered=True)
+    assert out == [8.0, 7.0]
+    assert st["grad_avg"].tolist() == [0.5] and st["square_avg"].tolist() == [1.0]
+
+
+def test_a_structural_option_changes_only_without_state():
+    """Before the first update a structural option picks another row (another kernel,
+    other buffers); once there is state, changing it raises and changes nothing."""
+    opt = fo.Adam()
+    opt.amsgrad = True
+    assert opt.rule.name == "adam_amsgrad" and type(opt).rule.name == "adam"
+    opt.amsgrad = False
+    assert opt.rule is fo.Adam.rule
+    opt.update([np.ones(3)], [np.ones(3)])
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r"amsgrad=True changes Adam's state buffers "
+                                         r"\(exp_avg, exp_avg_sq -> exp_avg, exp_avg_sq, "
+                                         r"max_exp_avg_sq\), which cannot change while it "
+                                         r"holds state"):
+        opt.amsgrad = True
+    assert opt.amsgrad is False and opt.rule is fo.Adam.rule
+    assert_same(opt.state[0]["exp_avg"], before["state"][0]["exp_avg"])
+    # a value that keeps the row is a plain change: RMSprop's momentum 0.9 -> 0.5
+    r = fo.RMSprop(momentum=0.9)
+    r.update([np.ones(3)], [np.ones(3)])
+    r.momentum = 0.5
+    assert r.rule.name == "rmsprop_momentum"
+    with pytest.raises(ValueError, match="momentum=0.0 changes RMSprop's state buffers"):
+        r.momentum = 0.0
+    with pytest.raises(ValueError, match="centered=True changes RMSprop's state buffers"):
+        r.centered = True
+
+
+def test_load_state_dict_takes_the_structural_options_along():
+    """A state_dict of an amsgrad optimizer loads into one made without it (the row
+    follows the loaded hyper-parameters), and continuing is bit-identical."""
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(50)
+    gs = [rng.standard_normal(50) for _ in range(6)]
+    a = fo.Adam(lr=0.1, amsgrad=True)
+    q = p.copy()
+    for g in gs[:3]:
+        a.update([q], [g])
+    b = fo.Adam(lr=0.5)
+    b.update([np.ones(2)], [np.ones(2)])  # state of its own, replaced by the load
+    b.load_state_dict(a.state_dict())
+    assert b.rule.name == "adam_amsgrad" and b.amsgrad is True
+    q2 = q.copy()
+    for g in gs[3:]:
+        a.update([q], [g])
+        b.update([q2], [g])
+    assert_same(q, q2)
+    # and back: a state_dict without the buffer loads into the amsgrad optimizer
+    c = fo.Adam()
+    c.update([np.ones(2)], [np.ones(2)])
+    b.load_state_dict(c.state_dict())
+    assert b.rule is fo.Adam.rule and list(b.state[0]) == ["step", "exp_avg", "exp_avg_sq"]
+    # a state_dict whose buffers do not match its own hyper-parameters is refused
+    sd = a.state_dict()
+    sd["hyperparams"]["amsgrad"] = False
+    with pytest.raises(ValueError, match="must have the keys"):
+        fo.Adam().load_state_dict(sd)
+
+
+def test_variant_functions_in_the_functional_form():
+    from fastoptim import functional as F
+
+    p, m, v, w = np.ones(3), np.zeros(3), np.zeros(3), np.zeros(3)
+    F.adam_amsgrad(p, np.ones(3), m, v, w, step=1, lr=0.1)
+    assert w.tolist() == v.tolist() and v[0] > 0
+    with pytest.raises(TypeError, match="amsgrad"):  # the rule's own function has no option
+        F.adam(p, np.ones(3), m, v, step=2, amsgrad=True)
+
+
 # -- Schedule-Free AdamW (docs/rules.rst) -------------------------------------------------
 # lr = 0.5, betas (0.5, 0.75), eps = 0, g = 0.5 at every step: v/(1 - b2**t) = g*g
 # exactly, so the normalised gradient u is exactly 1 and every value below is exact.
@@ -491,7 +609,8 @@ def test_state_dicts_from_before_the_options_load_with_them_off():
     state_dict missing a hyper-parameter of the rule itself is still refused."""
     for cls, options in ((fo.Momentum, ("maximize", "dampening")),
                          (fo.AdaGrad, ("maximize", "lr_decay", "initial_accumulator_value")),
-                         (fo.Adam, ("maximize",))):
+                         (fo.Adam, ("maximize", "amsgrad")),
+                         (fo.RMSprop, ("maximize", "momentum", "centered"))):
         opt = cls(lr=0.05)
         opt.update([np.ones(3)], [np.ones(3)])
         sd = opt.state_dict()

@@ -18,7 +18,29 @@ PKG = Path(fo.__file__).resolve().parent
 
 
 def test_kernels_were_built_from_this_table():
-    assert kernels.RULE_NAMES == tuple(r.name for r in rules.RULES)
+    assert kernels.RULE_NAMES == tuple(r.name for r in rules.KERNEL_ROWS)
+    assert rules.KERNEL_ROWS[:len(rules.RULES)] == rules.RULES  # the rules keep their ids
+
+
+@pytest.mark.parametrize("row", rules.VARIANTS, ids=lambda r: r.name)
+def test_every_layer_has_the_variant(row):
+    """A variant row (a structural option on) has a kernel, a reference function and a
+    functional form, with the same scalars, and runs in its rule's class."""
+    parent = rules.BY_NAME[row.variant_of[0]]
+    cls = getattr(fo, parent.class_name)
+    assert row.class_name == parent.class_name and not hasattr(fo, row.name)
+    assert row.hyper == parent.hyper and set(row.variant_of[1]) <= set(parent.structural)
+    opt = cls(**{n: (True if isinstance(parent.defaults[n], bool) else 0.5)
+                 for n in row.variant_of[1]})
+    assert opt.rule is row and opt._rule_id == row.id and type(opt).rule is parent
+    for fn in (getattr(reference, row.name), getattr(kernels, row.name)):
+        sig = inspect.signature(fn).parameters.values()
+        assert [p.name for p in sig if p.kind == p.KEYWORD_ONLY] == [*row.scalar_names,
+                                                                    "num_threads"]
+    fparams = inspect.signature(getattr(functional, row.name)).parameters
+    assert list(fparams)[:2 + len(row.state)] == ["param", "grad", *row.state]
+    assert not set(row.structural) - set(row.takes) & set(fparams)
+    assert row.formula in getattr(functional, row.name).__doc__
 
 
 @pytest.mark.parametrize("rule", rules.RULES, ids=lambda r: r.name)
@@ -56,7 +78,7 @@ def test_every_layer_has_the_rule(rule):
         assert f"{h.name} : {h.type}, default {h.default!r}" in cls.__doc__
 
 
-@pytest.mark.parametrize("name, text", sorted(_stubs.all_stubs(rules.RULES).items()))
+@pytest.mark.parametrize("name, text", sorted(_stubs.all_stubs(rules.KERNEL_ROWS).items()))
 def test_generated_stubs_are_installed(name, text):
     assert (PKG / name).read_text() == text
 
@@ -136,11 +158,13 @@ def test_update_many_reports_a_key_mismatch(target):
     assert out == (None, None)
 
 
-@pytest.mark.parametrize("rule", rules.RULES, ids=lambda r: r.name)
+@pytest.mark.parametrize("rule", rules.KERNEL_ROWS, ids=lambda r: r.name)
 def test_step_scalars_follow_the_stepped_flag(rule):
     """A rule marked not ``stepped`` has the same scalars at every step (the engine then
     passes them once for all steps); a stepped one's change with the step."""
-    own = {k: v for k, v in rule.defaults.items() if k != "maximize"}  # the engine's
+    # the engine's: no maximize, no structural option the row's scalars do not take
+    own = {k: v for k, v in rule.defaults.items()
+           if k != "maximize" and (k not in rule.structural or k in rule.takes)}
     at = rule.step_scalars(**own)
     assert len(at(1)) == len(rule.scalar_names)
     assert rule.scalars(7, **rule.defaults) == at(7)

@@ -19,7 +19,7 @@ from conftest import target_params
 
 PKG = Path(fastoptim.__file__).resolve().parent
 KERNEL_STUBS = ["_kernels_baseline", "_kernels_avx2", "_kernels_avx512"]
-RULES = [r.name for r in rules.RULES]
+RULES = [r.name for r in rules.KERNEL_ROWS]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "typed_usage.py"
 SOURCE = Path(__file__).resolve().parent.parent / "kernels"
 

@@ -31,16 +31,38 @@ from . import rules as _rules
 
 #: Every rule's name, in the table's order (``--rules`` chooses among them).
 RULES = [r.name for r in _rules.RULES]
+#: The variants of the structural options (``adam_amsgrad``, ...), which ``--rules`` may
+#: name too: the rule's class with the options on (:data:`OPTIONS_ON`).
+VARIANTS = [r.name for r in _rules.VARIANTS]
+#: The value each structural option takes in a variant's benchmark.
+OPTIONS_ON = {"amsgrad": True, "centered": True, "momentum": 0.9}
+
+
+def _row(rule):
+    """The row of the rule table (or of its variants) called ``rule``."""
+    return _rules.BY_KERNEL[rule] if rule in _rules.BY_KERNEL else _rules.get(rule)
+
+
+def options(rule):
+    """The keywords that make ``rule``'s class run it: {} for a rule, the structural
+    options for a variant."""
+    row = _row(rule)
+    return {o: OPTIONS_ON[o] for o in row.variant_of[1]} if row.variant_of else {}
+
+
+def _torch_of(rule):
+    row = _row(rule)
+    return _rules.BY_NAME[row.variant_of[0]].torch if row.variant_of else row.torch
 
 
 def bytes_per_element(rule, dtype):
     """Bytes one ``update`` of ``rule`` moves per element of ``dtype``."""
-    return _rules.get(rule).state_bytes(np.dtype(dtype).itemsize)
+    return _row(rule).state_bytes(np.dtype(dtype).itemsize)
 
 
 def _inplace(rule):
     """Buffers updated in place per element (parameter + state); the gradient is read."""
-    return 1 + len(_rules.get(rule).state)
+    return 1 + len(_row(rule).state)
 
 
 def cpu_name():
@@ -58,9 +80,8 @@ def torch_kwargs(rule):
     """The torch.optim class name and keywords equivalent to ``rule`` with its defaults
     (from ``Rule.torch``: the class and the keywords that differ from torch's defaults;
     ``lr`` is always the rule's default)."""
-    rule = _rules.get(rule)
-    name, extra = rule.torch
-    return name, {"lr": rule.defaults["lr"], **extra}
+    name, extra = _torch_of(rule)
+    return name, {"lr": _row(rule).defaults["lr"], **extra, **options(rule)}
 
 
 def torch_optimizer(rule, params):
@@ -77,7 +98,7 @@ def torch_optimizer(rule, params):
 def torch_step(rule, n, dtype, threads):
     """A torch.optim step over one tensor of n elements, or None without torch or for a
     rule torch.optim does not have (``Rule.torch`` empty)."""
-    if not _rules.get(rule).torch:
+    if not _torch_of(rule):
         return None
     try:
         import torch
@@ -94,8 +115,8 @@ def torch_step(rule, n, dtype, threads):
 def fastoptim_step(rule, n, dtype, threads, backend):
     import fastoptim as fo
 
-    cls = getattr(fo, _rules.get(rule).class_name)
-    opt = cls(num_threads=threads, backend=backend)
+    cls = getattr(fo, _row(rule).class_name)
+    opt = cls(**options(rule), num_threads=threads, backend=backend)
     params = [np.zeros(n, dtype)]
     grads = [np.full(n, 1e-3, dtype)]
     return lambda: opt.update(params, grads)
@@ -130,7 +151,7 @@ def roofline_step(rule, n, dtype, threads):
     bufs = [np.zeros(n, dtype) for _ in range(k)]
     # the same thread count the rule's update would use for this size
     nt = kernels._effective_threads(n * np.dtype(dtype).itemsize // 4, threads,
-                                    _rules.get(rule).cost == "heavy")
+                                    _row(rule).cost == "heavy")
     return lambda: kernels.stream(read, *bufs, num_threads=nt)
 
 
@@ -178,7 +199,7 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, f
     torch_times = {}
     if with_torch and _torch_version() is not None:
         progress(f"torch.optim: {len(cases)} cases in a separate process")
-        torch_times = _torch_in_subprocess([c for c in cases if _rules.get(c[0]).torch],
+        torch_times = _torch_in_subprocess([c for c in cases if _torch_of(c[0])],
                                            dtype, threads, budget, many)
     for i, (rule, n) in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {rule} n={n:.0e} {np.dtype(dtype).name}")

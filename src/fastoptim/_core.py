@@ -79,8 +79,8 @@ def check_step(step):
 
 # kernel name -> (state buffer names, scalar function, scalar names), from the rule
 # table; the order of the names is the rule id the compiled update_many() takes.
-RULES = {r.name: (r.state, r.scalars, r.scalar_names) for r in rules.RULES}
-RULE_IDS = {r.name: r.id for r in rules.RULES}
+RULES = {r.name: (r.state, r.scalars, r.scalar_names) for r in rules.KERNEL_ROWS}
+RULE_IDS = {r.name: r.id for r in rules.KERNEL_ROWS}
 
 
 # ---------------------------------------------------------------------------------------

@@ -303,7 +303,7 @@ class NumpyEngine:
 
     def run(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
             pacer):
-        rule = rules.RULES[rule_id]
+        rule = rules.KERNEL_ROWS[rule_id]
         items = params.items() if isinstance(params, dict) else enumerate(params)
         work = [(p, grads[key], slots[key]) for key, p in items]
         if skip and not all(np.isfinite(g).all() for _, g, _ in work):
@@ -330,10 +330,10 @@ class NumpyEngine:
         return getattr(reference, rule.name)
 
 
-if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.RULES):
+if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.KERNEL_ROWS):
     raise ImportError(
         f"fastoptim's compiled kernels were built from another rule table (theirs: "
-        f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.RULES)}): "
+        f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.KERNEL_ROWS)}): "
         f"a stale build; rebuild the package (pip install . again)")
 
 COMPILED = CompiledEngine(_kernels)

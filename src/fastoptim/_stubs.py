@@ -49,7 +49,8 @@ def get_parallel_thresholds() -> dict[str, int]: ...
 def set_parallel_thresholds(light: int | None = None,
                             heavy: int | None = None) -> dict[str, int]: ...
 def _effective_threads(n: int, num_threads: int, heavy: bool) -> int: ...
-def stream(read: _F, a: _F, b: _F | None = None, c: _F | None = None, *,
+def stream(read: _F, a: _F, b: _F | None = None, c: _F | None = None,
+           d: _F | None = None, *,
            num_threads: int = 1) -> None: ...
 '''
 
@@ -107,7 +108,8 @@ class ScheduleFree(Optimizer):
 
 
 def optimizers(rules):
-    """The stub of ``fastoptim.optimizers``."""
+    """The stub of ``fastoptim.optimizers``: a class per rule (variants have none)."""
+    rules = [r for r in rules if r.variant_of is None]
     out = [HEADER, OPTIMIZER_BASE.format(
         names=", ".join(f'"{r.class_name}"' for r in rules))]
     for r in rules:

@@ -71,7 +71,8 @@ def _book_rule(name, *, formula, step_scalars=None, **defaults):
     row = rules.get(name)
     fields = {f: getattr(row, f) for f, _ in rules.Rule._fields}
     fields["hyper"] = tuple(
-        rules.Hyper(h.name, defaults.get(h.name, h.default), h.check, h.doc, h.type)
+        rules.Hyper(h.name, defaults.get(h.name, h.default), h.check, h.doc, h.type,
+                    h.option, h.structural)
         for h in row.hyper)
     fields["formula"] = formula
     if step_scalars is not None:

@@ -327,7 +327,10 @@ def read_state_dict(path):
                 _fail(path, f"its header is not JSON ({exc})")
             cls = _check_header(path, header)
             grouped = header["version"] >= 2
-            names = _core.RULES[cls._rule][0]
+            try:  # the state buffers of the row these hyper-parameters run (amsgrad, ...)
+                names = cls.rule.row_for(header["hyperparams"]).state
+            except (ValueError, TypeError) as exc:
+                _fail(path, f"its hyper-parameters pick no variant of {cls.__name__} ({exc})")
             expected_members = {_HEADER}
             state = {}
             for i, entry in enumerate(header["params"]):

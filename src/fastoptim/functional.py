@@ -89,6 +89,6 @@ def _make_function(rule):
     return fn
 
 
-_FUNCTIONS = {rule.name: _make_function(rule) for rule in rules.RULES}
+_FUNCTIONS = {rule.name: _make_function(rule) for rule in rules.KERNEL_ROWS}
 globals().update(_FUNCTIONS)
 __all__ = list(_FUNCTIONS)

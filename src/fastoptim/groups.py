@@ -99,6 +99,8 @@ class Group:
         if self.index == 0:
             setattr(opt, name, value)  # the optimizer's own
             return
+        value = opt.rule.check(**{name: value})[name]
+        check_structural(opt, {**self._overrides, name: value}, f"group {self.index}")
         self._overrides[name] = opt.rule.check(**{name: value})[name]
         self._table.changed()
 
@@ -187,6 +189,22 @@ def _parse(spec, i, rule):
     return (kind, value), rule.check(**hyper)
 
 
+def check_structural(optimizer, overrides, where):
+    """Groups share the optimizer's state buffers, so a group's structural options
+    (amsgrad, RMSprop's momentum and centered) must pick the optimizer's row of the rule
+    table: RMSprop(momentum=0.9) may give a group momentum 0.5, not 0."""
+    rule = type(optimizer).rule
+    fixed = [k for k in overrides if k in rule.structural]
+    if fixed and rule.row_for({**optimizer._hyper, **overrides}) is not optimizer.rule:
+        buffers = ", ".join(optimizer.rule.state)
+        raise ValueError(
+            f"{where} sets {', '.join(f'{k}={overrides[k]!r}' for k in fixed)}, which "
+            f"would need other state buffers than the optimizer's ({buffers}): "
+            f"every group shares them; set it on the optimizer (e.g. "
+            f"{rule.class_name}({fixed[0]}=...) and a group value that keeps it on), or "
+            f"use two optimizers")
+
+
 def _as_array(p):
     if hasattr(p, "__array_interface__"):
         return p
@@ -209,6 +227,7 @@ class GroupTable:
         self.groups = [Group(self, 0, ("default", None), {})]
         for i, spec in enumerate(specs):
             selector, overrides = _parse(spec, i, rule)
+            check_structural(optimizer, overrides, f"groups[{i}]")
             self.groups.append(Group(self, i + 1, selector, overrides))
         if len(self.groups) > MAX_GROUPS:
             raise ValueError(f"at most {MAX_GROUPS} groups")
@@ -246,9 +265,12 @@ class GroupTable:
         """Per group after 0, what it sets (for state_dict)."""
         return [g.overrides for g in self.groups[1:]]
 
-    def load(self, overrides):
-        """Restore the groups' settings from ``overrides()`` (same number of groups)."""
+    def load(self, overrides, hyper=None):
+        """Restore the groups' settings from ``overrides()`` (same number of groups),
+        for the optimizer's hyper-parameters ``hyper`` (its own by default)."""
         rule = self.optimizer.rule
+        hyper = self.optimizer._hyper if hyper is None else hyper
+        row = type(self.optimizer).rule.row_for(hyper)
         checked = []
         for i, o in enumerate(overrides):
             if not isinstance(o, Mapping):
@@ -257,7 +279,12 @@ class GroupTable:
             if bad:
                 raise ValueError(f"groups[{i}] of the state_dict sets {bad}, which "
                                  f"{rule.class_name} does not have")
-            checked.append(rule.check(**o))
+            o = rule.check(**o)
+            if row.structural and type(self.optimizer).rule.row_for({**hyper, **o}) is not row:
+                raise ValueError(f"groups[{i}] of the state_dict sets a structural option "
+                                 f"({', '.join(k for k in o if k in row.structural)}) that "
+                                 f"needs other state buffers than its optimizer's")
+            checked.append(o)
         if len(checked) != len(self.groups) - 1:
             raise ValueError(f"the state_dict has {len(checked)} parameter groups, this "
                              f"optimizer {len(self.groups) - 1}: make it with the same "

@@ -77,6 +77,8 @@ class Optimizer:
         object.__setattr__(self, "_args", None)  # made again on the next update
         if name in self._hyper_names:
             value = self.rule.check(**{name: value})[name]
+            if name in self.rule.structural:
+                self._select_row({**self.__dict__.get("_hyper", {}), name: value}, name)
             self._scalar_cache.clear()  # the step scalars depend on it
             object.__setattr__(self, "_stepper", None)
             if self.__dict__.get("_groups") is not None:
@@ -88,6 +90,33 @@ class Optimizer:
             value = _core.backend_name(value)
             object.__setattr__(self, "_engine", _engine.ENGINES[value])
         object.__setattr__(self, name, value)
+
+    def _select_row(self, hyper, name):
+        """Run the row of the rule table these hyper-parameters pick (the rule's own,
+        or a variant for structural options such as ``amsgrad``): it sets the state
+        buffers, so it can change only while the optimizer holds no state."""
+        row = type(self).rule.row_for(hyper)
+        current = self.__dict__.get("rule", type(self).rule)
+        table = self.__dict__.get("_groups")
+        if table is not None:  # the groups keep to the optimizer's state buffers
+            for g in table.groups[1:]:
+                if type(self).rule.row_for({**hyper, **g.overrides}) is not row:
+                    raise ValueError(f"{name}={hyper[name]!r} would give group {g.index} "
+                                     f"(which sets {g.overrides}) other state buffers "
+                                     f"than the optimizer's: change the group first")
+        if row is current:
+            return
+        if self.__dict__.get("_slots"):
+            raise ValueError(
+                f"{name}={hyper[name]!r} changes {type(self).__name__}'s state buffers "
+                f"({', '.join(current.state)} -> {', '.join(row.state)}), which cannot "
+                f"change while it holds state: set {name} when making the optimizer, or "
+                f"load a state_dict that has it")
+        object.__setattr__(self, "rule", row)
+        object.__setattr__(self, "_rule", row.name)
+        object.__setattr__(self, "_rule_id", row.id)
+        if self.__dict__.get("_plan") is not None:
+            self._plan.clear()
 
     def __repr__(self):
         # options at their defaults (maximize=False, ...) are left out, as they are off
@@ -288,7 +317,7 @@ class Optimizer:
             raise ValueError(f"hyperparams must have exactly the keys "
                              f"{sorted(self._hyper_names)}, got {sorted(hyper)}")
         hyper = self.rule.check(**hyper)
-        names = self.rule.state
+        names = type(self).rule.row_for(hyper).state
         fields = ["step", *names] + (["group"] if grouped else [])
         n_groups = len(state_dict["groups"]) + 1 if grouped else 1
         slots = {}
@@ -318,7 +347,8 @@ class Optimizer:
                 record.append(np.array(buf, copy=True, order="K"))
             slots[key] = record
         if grouped:
-            self._groups.load(state_dict["groups"])  # checks the number of groups
+            self._groups.load(state_dict["groups"], hyper)  # checks the number of groups
+        self._slots = {}  # so that a structural option may pick another row
         for n, v in hyper.items():
             setattr(self, n, v)
         self._slots = slots

@@ -23,7 +23,9 @@ array of one call must have the same shape and dtype.
 import numpy as np
 
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
-           "lion", "adamax", "nadam", "radam", "schedulefree_adamw"]
+           "lion", "adamax", "nadam", "radam", "schedulefree_adamw", "adam_amsgrad",
+           "adamw_amsgrad", "rmsprop_centered", "rmsprop_momentum",
+           "rmsprop_centered_momentum"]
 
 
 def _scalars(param, *values):
@@ -224,3 +226,90 @@ def schedulefree_adamw(param, grad, z, exp_avg_sq, *, beta2, one_minus_beta2,
     param += ckp1 * (z - param)
     param += y_coef * u
     z -= scheduled_lr * u
+
+
+# The variants of the structural options (fastoptim.rules.VARIANTS).
+
+def _amsgrad_rule(param, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_beta1,
+                  beta2, one_minus_beta2, eps_hat, step_size):
+    # _adam_rule with w <- max(w, v) in the root
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (g * g)
+    max_exp_avg_sq[...] = _maximum(max_exp_avg_sq, exp_avg_sq)
+    param -= step_size * (exp_avg / (np.sqrt(max_exp_avg_sq) + eps_hat))
+
+
+def adam_amsgrad(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, beta1,
+                 one_minus_beta1, beta2, one_minus_beta2, eps_hat, weight_decay, step_size,
+                 num_threads=0):
+    """Adam with AMSGrad: as :func:`adam`, with w <- max(w, v) and sqrt(w) in the step."""
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, wd,
+     step_size) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                           eps_hat, weight_decay, step_size)
+    g = _decayed(grad, param, wd)
+    _amsgrad_rule(param, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_beta1,
+                  beta2, one_minus_beta2, eps_hat, step_size)
+
+
+def adamw_amsgrad(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, decay_factor, beta1,
+                  one_minus_beta1, beta2, one_minus_beta2, eps_hat, step_size,
+                  num_threads=0):
+    """AdamW with AMSGrad: p <- p*decay_factor, then :func:`adam_amsgrad` without decay."""
+    (decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
+     step_size) = _scalars(param, decay_factor, beta1, one_minus_beta1, beta2,
+                           one_minus_beta2, eps_hat, step_size)
+    param *= decay_factor
+    _amsgrad_rule(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_beta1,
+                  beta2, one_minus_beta2, eps_hat, step_size)
+
+
+def _rmsprop_avgs(param, grad, square_avg, grad_avg, alpha, one_minus_alpha, wd):
+    """g (decayed); E <- alpha*E + (1-alpha)*g*g and, centered, a <- alpha*a + (1-alpha)*g;
+    the root's argument E or E - a*a."""
+    g = _decayed(grad, param, wd)
+    square_avg *= alpha
+    square_avg += one_minus_alpha * (g * g)
+    if grad_avg is None:
+        return g, square_avg
+    grad_avg *= alpha
+    grad_avg += one_minus_alpha * g
+    return g, square_avg - grad_avg * grad_avg
+
+
+def rmsprop_centered(param, grad, square_avg, grad_avg, *, lr, alpha, one_minus_alpha, eps,
+                     weight_decay, num_threads=0):
+    """E <- alpha*E + (1-alpha)*(g*g) ; a <- alpha*a + (1-alpha)*g ;
+    p <- p - lr*(g/(sqrt(E - a*a) + eps))."""
+    lr, alpha, one_minus_alpha, eps, wd = _scalars(param, lr, alpha, one_minus_alpha, eps,
+                                                   weight_decay)
+    g, var = _rmsprop_avgs(param, grad, square_avg, grad_avg, alpha, one_minus_alpha, wd)
+    param -= lr * (g / (np.sqrt(var) + eps))
+
+
+def _rmsprop_velocity(param, g, var, momentum_buffer, lr, eps, mu):
+    momentum_buffer *= mu
+    momentum_buffer += lr * (g / (np.sqrt(var) + eps))
+    param -= momentum_buffer
+
+
+def rmsprop_momentum(param, grad, square_avg, momentum_buffer, *, lr, alpha,
+                     one_minus_alpha, eps, weight_decay, momentum, num_threads=0):
+    """E <- alpha*E + (1-alpha)*(g*g) ; b <- momentum*b + lr*(g/(sqrt(E) + eps)) ;
+    p <- p - b."""
+    lr, alpha, one_minus_alpha, eps, wd, mu = _scalars(param, lr, alpha, one_minus_alpha,
+                                                       eps, weight_decay, momentum)
+    g, var = _rmsprop_avgs(param, grad, square_avg, None, alpha, one_minus_alpha, wd)
+    _rmsprop_velocity(param, g, var, momentum_buffer, lr, eps, mu)
+
+
+def rmsprop_centered_momentum(param, grad, square_avg, momentum_buffer, grad_avg, *, lr,
+                              alpha, one_minus_alpha, eps, weight_decay, momentum,
+                              num_threads=0):
+    """Centered RMSprop with momentum: a as :func:`rmsprop_centered`, the step as
+    :func:`rmsprop_momentum` with sqrt(E - a*a)."""
+    lr, alpha, one_minus_alpha, eps, wd, mu = _scalars(param, lr, alpha, one_minus_alpha,
+                                                       eps, weight_decay, momentum)
+    g, var = _rmsprop_avgs(param, grad, square_avg, grad_avg, alpha, one_minus_alpha, wd)
+    _rmsprop_velocity(param, g, var, momentum_buffer, lr, eps, mu)

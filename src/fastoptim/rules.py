@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "BY_CLASS", "get", "schedulefree_step"]
+__all__ = ["Hyper", "Rule", "RULES", "VARIANTS", "KERNEL_ROWS", "BY_NAME", "BY_CLASS",
+           "BY_KERNEL", "get", "schedulefree_step"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,11 +145,15 @@ class Hyper(_Row):
     """One hyper-parameter of a rule: ``name``, ``default``, ``check`` (a function
     (name, value) -> the value to store, or it raises), ``doc`` (what it is, one
     sentence; the range is added from ``check``), ``type`` (for the docs and stubs:
-    "float" unless given) and ``option`` (an option added to the rule, off by default:
-    a state_dict without it loads with the default)."""
+    "float" unless given), ``option`` (an option added to the rule, off by default:
+    a state_dict without it loads with the default) and ``structural`` (an option that
+    changes the rule's state buffers when it is not at its default, such as Adam's
+    ``amsgrad``: the optimizer runs the rule's variant row of :data:`VARIANTS`; it can
+    change only while the optimizer holds no state)."""
 
     _fields = (("name", _REQUIRED), ("default", _REQUIRED), ("check", _REQUIRED),
-               ("doc", _REQUIRED), ("type", "float"), ("option", False))
+               ("doc", _REQUIRED), ("type", "float"), ("option", False),
+               ("structural", False))
 
     def range_text(self):
         return _RANGE_TEXT[self.check].format(name=self.name)
@@ -173,6 +178,10 @@ MAXIMIZE = Hyper("maximize", False, check_bool,
                  "before any weight decay, as torch.optim.", type="bool", option=True)
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
+_AMSGRAD = Hyper("amsgrad", False, check_bool,
+                 "AMSGrad (Reddi et al. 2018, as torch.optim): the step divides by the "
+                 "running maximum of ``v`` (a third state buffer, ``max_exp_avg_sq``) "
+                 "instead of ``v``.", type="bool", option=True, structural=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,6 +239,10 @@ def _adagrad_scalars(*, lr, eps, weight_decay, lr_decay, initial_accumulator_val
 
 def _rmsprop_scalars(*, lr, alpha, eps, weight_decay):
     return _constant(lr, alpha, 1.0 - alpha, eps, weight_decay)
+
+
+def _rmsprop_momentum_scalars(*, lr, alpha, eps, weight_decay, momentum):
+    return _constant(lr, alpha, 1.0 - alpha, eps, weight_decay, momentum)
 
 
 def _adadelta_scalars(*, lr, rho, eps, weight_decay):
@@ -445,7 +458,10 @@ class Rule(_Row):
     copy of the parameter, or the name of the hyper-parameter holding its initial value,
     e.g. AdaGrad's ``initial_accumulator_value``), ``schedule_free`` (the class keeps
     Schedule-Free's optimizer-level state and has ``eval()``/``train()``; see
-    ``fastoptim.optimizers.ScheduleFree``).
+    ``fastoptim.optimizers.ScheduleFree``), ``variant_of`` (for a row of
+    :data:`VARIANTS`: (the name of its rule in :data:`RULES`, the structural options it
+    stands for)) and ``takes`` (the structural options its ``step_scalars`` takes, e.g.
+    RMSprop's ``momentum`` in its momentum variants; the others are left out).
     """
 
     _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),
@@ -454,7 +470,7 @@ class Rule(_Row):
                ("step_scalars", _REQUIRED), ("scalar_names", _REQUIRED),
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
                ("torch", ()), ("stepped_by", ()), ("state_init", None),
-               ("schedule_free", False))
+               ("schedule_free", False), ("variant_of", None), ("takes", ()))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -476,8 +492,10 @@ class Rule(_Row):
     @property
     def functional_hyper(self):
         """The hyper-parameters the functional form takes: all but those that only set
-        a state buffer's initial value (its caller makes the state)."""
-        skip = set(self.state_init or ())
+        a state buffer's initial value (its caller makes the state) and the structural
+        options (the caller picks the variant's function: ``adam_amsgrad``), unless
+        the row's scalars take them."""
+        skip = set(self.state_init or ()) | (set(self.structural) - set(self.takes))
         return tuple(h for h in self.hyper if h.name not in skip)
 
     def is_stepped(self, hyper):
@@ -497,8 +515,7 @@ class Rule(_Row):
         """The function step -> the kernel scalars for these (checked) hyper-parameters:
         the rule's own, in the order of ``scalar_names``, then the gradient's sign (-1
         with ``maximize``), which the engine applies to every gradient element."""
-        own = {k: v for k, v in hyper.items() if k != "maximize"}
-        at = self.step_scalars(**own)
+        at = self.step_scalars(**self._own(hyper))
         sign = -1.0 if hyper.get("maximize") else 1.0
 
         def scalars(step):
@@ -509,7 +526,35 @@ class Rule(_Row):
         """The rule's kernel scalars of step ``step`` (counting from 1) for these
         (checked) hyper-parameters, in the order of ``scalar_names`` (without the
         gradient's sign that :meth:`stepper` adds for the engine)."""
-        return self.step_scalars(**{k: v for k, v in hyper.items() if k != "maximize"})(step)
+        return self.step_scalars(**self._own(hyper))(step)
+
+    def _own(self, hyper):
+        """What ``step_scalars`` takes of these hyper-parameters: all but ``maximize``
+        and the structural options this row does not take."""
+        skip = {h.name for h in self.hyper if h.structural and h.name not in self.takes}
+        skip.add("maximize")
+        return {k: v for k, v in hyper.items() if k not in skip}
+
+    @property
+    def structural(self):
+        """The names of the structural options (:class:`Hyper`'s ``structural``)."""
+        return tuple(h.name for h in self.hyper if h.structural)
+
+    def row_for(self, hyper):
+        """The row that runs these hyper-parameters: this rule's own, or the variant
+        of :data:`VARIANTS` for the structural options not at their defaults (missing
+        names count as at their defaults). Raises ValueError for a combination that
+        has no variant."""
+        base = BY_NAME[self.variant_of[0]] if self.variant_of else self
+        active = tuple(h.name for h in base.hyper
+                       if h.structural and hyper.get(h.name, h.default) != h.default)
+        if not active:
+            return base
+        row = _BY_OPTIONS.get((base.name, active))
+        if row is None:
+            raise ValueError(f"{base.class_name} has no variant for {', '.join(active)} "
+                             f"together")
+        return row
 
     def check(self, **hyper):
         """Validate hyper-parameters of this rule by name; return them as stored."""
@@ -570,9 +615,20 @@ RULES = (
          ("square_avg",), {"square_avg": "the running average ``E`` of squared gradients"},
          (_lr(1e-2), Hyper("alpha", 0.99, check_unit_closed,
                            "Smoothing constant of the average."),
-          _eps(1e-8, "Added to ``sqrt(E)`` (outside the root)."), _COUPLED_DECAY), 2,
+          _eps(1e-8, "Added to ``sqrt(E)`` (outside the root)."), _COUPLED_DECAY,
+          Hyper("momentum", 0.0, check_unit_open, option=True, structural=True,
+                doc="torch.optim's momentum: when not 0, the step goes through a "
+                    "velocity ``b <- momentum*b + lr*g/(sqrt(E) + eps)``, "
+                    "``p <- p - b`` (a state buffer, ``momentum_buffer``)."),
+          Hyper("centered", False, check_bool, type="bool", option=True, structural=True,
+                doc="torch.optim's centered RMSprop: the root is of the variance "
+                    "estimate ``E - a*a``, ``a`` the running average of the gradients "
+                    "(a state buffer, ``grad_avg``).")), 2,
          _rmsprop_scalars, ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay"),
-         "heavy", torch=("RMSprop", {})),
+         "heavy", torch=("RMSprop", {}),
+         notes="With ``momentum`` the velocity holds lr-scaled steps, as "
+               "fastoptim's Momentum (torch keeps ``g/avg`` and multiplies by ``lr`` "
+               "when it steps: the same while ``lr`` is constant)."),
     Rule("adadelta", "AdaDelta", "AdaDelta: RMSprop with units from a running average of "
          "squared steps.",
          "G <- rho*G + (1-rho)*g*g ; d <- sqrt(S+eps)/sqrt(G+eps)*g ; "
@@ -590,7 +646,8 @@ RULES = (
          "p <- p - lr*m_hat / (sqrt(v_hat) + eps)",
          ("exp_avg", "exp_avg_sq"),
          {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
-         (_lr(1e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v_hat)``."), _COUPLED_DECAY), 2,
+         (_lr(1e-3), _BETAS, _eps(1e-8, "Added to ``sqrt(v_hat)``."), _COUPLED_DECAY,
+          _AMSGRAD), 2,
          _adam_scalars, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
                          "eps_hat", "weight_decay", "step_size"), "heavy", stepped=True,
          notes="``m_hat = m/(1-b1**t)``, ``v_hat = v/(1-b2**t)``, ``t`` counted per "
@@ -605,7 +662,7 @@ RULES = (
           Hyper("weight_decay", 1e-2, check_nonneg,
                 "Decoupled decay (Loshchilov & Hutter): the parameter shrinks by the "
                 "factor ``1 - lr*weight_decay`` before the Adam step; no decay term in "
-                "``g``.")), 2,
+                "``g``."), _AMSGRAD), 2,
          _adamw_scalars, ("decay_factor", "beta1", "one_minus_beta1", "beta2",
                           "one_minus_beta2", "eps_hat", "step_size"), "heavy",
          stepped=True, base="Adam", torch=("AdamW", {})),
@@ -719,12 +776,62 @@ RULES = (
                "mode and needs ``train()`` first; here that call is harmless)."),
 )
 
-_IDS = {r.name: i for i, r in enumerate(RULES)}
 BY_NAME = {r.name: r for r in RULES}
 BY_CLASS = {r.class_name: r for r in RULES}
-#: The most state buffers and kernel scalars any rule has (the engine's table widths).
-MAX_STATE = max(len(r.state) for r in RULES)
-MAX_SCALARS = max(len(r.scalar_names) for r in RULES)
+
+
+def _variant(parent, suffix, options, state, state_doc, formula, **fields):
+    """The row of ``parent``'s rule with the structural ``options`` on: the same class,
+    hyper-parameters, cost and step scalars (unless ``fields`` says otherwise), its own
+    state buffers, kernel and reference function ``<parent>_<suffix>``."""
+    parent = BY_NAME[parent]
+    keep = {f: getattr(parent, f) for f, _ in Rule._fields
+            if f not in ("name", "formula", "state", "state_doc", "notes", "torch",
+                         "variant_of")}
+    keep.update(fields)
+    return Rule(name=f"{parent.name}_{suffix}", formula=formula, state=state,
+                state_doc={**parent.state_doc, **state_doc},
+                variant_of=(parent.name, tuple(options)), **keep)
+
+
+_MAX_V = {"max_exp_avg_sq": "the running maximum of ``v`` (AMSGrad)"}
+_GRAD_AVG = {"grad_avg": "the running average ``a`` of the gradients"}
+_MOMENTUM_BUFFER = {"momentum_buffer": "the velocity ``b`` (lr-scaled steps)"}
+_RMSPROP_MOMENTUM = dict(step_scalars=_rmsprop_momentum_scalars, takes=("momentum",),
+                         scalar_names=("lr", "alpha", "one_minus_alpha", "eps",
+                                       "weight_decay", "momentum"))
+
+#: The rows of the structural options (:class:`Hyper`'s ``structural``): each is run by
+#: its rule's class when those options are on (``Rule.row_for``); each has its kernel,
+#: reference function and functional form, and no class of its own.
+VARIANTS = (
+    _variant("adam", "amsgrad", ("amsgrad",), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+             _MAX_V, "m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; "
+             "w <- max(w, v) ; p <- p - lr*m_hat / (sqrt(w/(1-b2**t)) + eps)"),
+    _variant("adamw", "amsgrad", ("amsgrad",), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+             _MAX_V, "p <- p*(1 - lr*weight_decay), then Adam with amsgrad"),
+    _variant("rmsprop", "centered", ("centered",), ("square_avg", "grad_avg"), _GRAD_AVG,
+             "E <- alpha*E + (1-alpha)*g*g ; a <- alpha*a + (1-alpha)*g ; "
+             "p <- p - lr*g / (sqrt(E - a*a) + eps)"),
+    _variant("rmsprop", "momentum", ("momentum",), ("square_avg", "momentum_buffer"),
+             _MOMENTUM_BUFFER, "E <- alpha*E + (1-alpha)*g*g ; "
+             "b <- momentum*b + lr*g / (sqrt(E) + eps) ; p <- p - b", **_RMSPROP_MOMENTUM),
+    _variant("rmsprop", "centered_momentum", ("momentum", "centered"),
+             ("square_avg", "momentum_buffer", "grad_avg"),
+             {**_GRAD_AVG, **_MOMENTUM_BUFFER},
+             "E <- alpha*E + (1-alpha)*g*g ; a <- alpha*a + (1-alpha)*g ; "
+             "b <- momentum*b + lr*g / (sqrt(E - a*a) + eps) ; p <- p - b",
+             **_RMSPROP_MOMENTUM),
+)
+
+#: Every row with a kernel, in kernel-id order: the rules, then their variants.
+KERNEL_ROWS = RULES + VARIANTS
+_IDS = {r.name: i for i, r in enumerate(KERNEL_ROWS)}
+BY_KERNEL = {r.name: r for r in KERNEL_ROWS}
+_BY_OPTIONS = {r.variant_of: r for r in VARIANTS}
+#: The most state buffers and kernel scalars any kernel has (the engine's table widths).
+MAX_STATE = max(len(r.state) for r in KERNEL_ROWS)
+MAX_SCALARS = max(len(r.scalar_names) for r in KERNEL_ROWS)
 
 
 def get(name):

@@ -59,6 +59,8 @@ HYPER = {
     "momentum_decay": st.one_of(st.sampled_from([4e-3, 0.0, 1.0]), st.floats(0.0, 100.0)),
     "dampening": _unit_closed,
     "maximize": st.booleans(),
+    "amsgrad": st.booleans(),
+    "centered": st.booleans(),
     "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
     "initial_accumulator_value": st.one_of(st.sampled_from([0.0, 0.1, 1.0]),
                                            st.floats(0.0, 10.0)),

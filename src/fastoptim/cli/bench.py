@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from .._bench import RULES, many_table, run, table
+from .._bench import RULES, VARIANTS, many_table, run, table
 from ..demo.e2e import (
     BLAS_ENV,
     E2E_LABELS,
@@ -87,7 +87,9 @@ def main(argv=None):
         description="Time every optimizer step on this machine against the NumPy "
                     "reference, the memory roofline and (if installed) torch.optim.")
     ap.add_argument("--rules", default=",".join(RULES),
-                    help=f"comma-separated rules (default: all {count_word(len(RULES))})")
+                    help=f"comma-separated rules (default: all {count_word(len(RULES))}); "
+                         f"also the variants of the options that add a state buffer: "
+                         f"{', '.join(VARIANTS)}")
     ap.add_argument("--sizes", default="1e5,1e6,1e7",
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -139,9 +141,9 @@ def main(argv=None):
         return _e2e_main(args, ap, progress)
 
     rules = [r.strip().lower() for r in args.rules.split(",") if r.strip()]
-    bad = [r for r in rules if r not in RULES]
+    bad = [r for r in rules if r not in RULES and r not in VARIANTS]
     if bad:
-        ap.error(f"unknown rule(s) {bad}; choose from {RULES}")
+        ap.error(f"unknown rule(s) {bad}; choose from {RULES + VARIANTS}")
     try:
         sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:

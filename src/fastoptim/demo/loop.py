@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import reference, rules
+from .. import reference
 
 
 class PlainReference:
@@ -23,7 +23,7 @@ class PlainReference:
     """
 
     def __init__(self, like):
-        rule = rules.get(like._rule)
+        rule = like.rule  # the row it runs (a variant with amsgrad, centered, ...)
         self._names, self._scalar_names = rule.state, rule.scalar_names
         self._fn = getattr(reference, rule.name)
         self._hyper = hyper = like.hyperparams
@@ -79,7 +79,7 @@ def evaluated_at_average(net, opt, ref_net, ref, evaluate):
     """``evaluate(net)``; for a Schedule-Free optimizer with the parameters of both nets
     moved to the average x first and back to y after (the reference's moved the same
     way, so that both stay bit-identical), as the authors' ``eval()`` / ``train()``."""
-    if not rules.get(opt._rule).schedule_free:
+    if not opt.rule.schedule_free:
         return evaluate(net)
     opt.eval(net.params)
     ref.swap(ref_net.params, to_train=False)

@@ -128,25 +128,42 @@ class AdaGrad:
 
 
 class RMSprop:
-    """``h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)``."""
+    """``h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)``; with
+    ``centered``, ``a <- alpha*a + (1-alpha)*g`` and ``sqrt(h - a*a)``; with ``momentum``,
+    ``b <- momentum*b + lr*g / (...) ; p <- p - b``."""
 
-    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
         self.lr = lr
         self.maximize = maximize
         self.alpha = alpha
         self.eps = eps
         self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.centered = centered
         self.h = None
 
     def update(self, params, grads):
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
+            if self.centered:
+                self.a = {key: np.zeros_like(val) for key, val in params.items()}
+            if self.momentum:
+                self.b = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params:
             g = -grads[key] if self.maximize else grads[key]
             if self.weight_decay:
                 g = g + self.weight_decay * params[key]
             self.h[key] = self.alpha * self.h[key] + (1 - self.alpha) * g * g
-            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + self.eps)
+            var = self.h[key]
+            if self.centered:
+                self.a[key] = self.alpha * self.a[key] + (1 - self.alpha) * g
+                var = var - self.a[key] * self.a[key]
+            step = self.lr * g / (np.sqrt(var) + self.eps)
+            if self.momentum:
+                self.b[key] = self.momentum * self.b[key] + step
+                step = self.b[key]
+            params[key] -= step
 
 
 class AdaDelta:
@@ -179,14 +196,16 @@ class AdaDelta:
 class Adam:
     """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
     p <- p - lr*m_hat / (sqrt(v_hat) + eps)``, with ``m_hat = m/(1-b1**t)`` and
-    ``v_hat = v/(1-b2**t)``."""
+    ``v_hat = v/(1-b2**t)``; with ``amsgrad``, ``v``'s running maximum in ``v_hat``."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False):
         self.lr = lr
         self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
+        self.amsgrad = amsgrad
         self.t = 0
         self.m = None
         self.v = None
@@ -195,6 +214,8 @@ class Adam:
         if self.m is None:
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
+            if self.amsgrad:
+                self.v_max = {key: np.zeros_like(val) for key, val in params.items()}
         self.t += 1
         for key in params:
             g = -grads[key] if self.maximize else grads[key]
@@ -203,19 +224,24 @@ class Adam:
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
             self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
             m_hat = self.m[key] / (1 - self.beta1 ** self.t)
-            v_hat = self.v[key] / (1 - self.beta2 ** self.t)
+            v = self.v[key]
+            if self.amsgrad:  # AMSGrad: the running maximum of v
+                v = self.v_max[key] = np.maximum(self.v_max[key], v)
+            v_hat = v / (1 - self.beta2 ** self.t)
             params[key] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
 class AdamW:
     """``p <- p*(1 - lr*weight_decay)``, then Adam's step with no decay term in ``g``."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, maximize=False):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 maximize=False):
         self.lr = lr
         self.maximize = maximize
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
+        self.amsgrad = amsgrad
         self.t = 0
         self.m = None
         self.v = None
@@ -224,6 +250,8 @@ class AdamW:
         if self.m is None:
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
+            if self.amsgrad:
+                self.v_max = {key: np.zeros_like(val) for key, val in params.items()}
         self.t += 1
         for key in params:
             g = -grads[key] if self.maximize else grads[key]
@@ -231,7 +259,10 @@ class AdamW:
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
             self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
             m_hat = self.m[key] / (1 - self.beta1 ** self.t)
-            v_hat = self.v[key] / (1 - self.beta2 ** self.t)
+            v = self.v[key]
+            if self.amsgrad:  # AMSGrad: the running maximum of v
+                v = self.v_max[key] = np.maximum(self.v_max[key], v)
+            v_hat = v / (1 - self.beta2 ** self.t)
             params[key] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 

@@ -174,6 +174,20 @@ def test_single_array_tuple_and_numbers():
     assert_same(t[0], t_ref[0])
 
 
+def test_torch_tensors():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal((3, 4)).astype(np.float32)
+    gs = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(3)]
+    t = torch.from_numpy(p0.copy())
+    acc = fo.Accumulate(fo.Adam(lr=0.1), steps=3)
+    for g in gs:
+        acc.update([t], [torch.from_numpy(g)])
+    ref = p0.copy()
+    fo.Adam(lr=0.1).update([ref], [means_of([{0: g} for g in gs])[0]])
+    assert_same(t.numpy(), ref)  # the tensor's own memory, updated in place
+
+
 @pytest.mark.parametrize("number", [float, np.float32])
 def test_numbers_in_a_params_dict(number):
     start = {"x": number(-7.0), "y": number(2.0)}
@@ -331,6 +345,18 @@ def test_schedule_free_eval_mode_is_refused_on_every_call():
         acc.update(params, grads[0])  # the cycle's last call: nothing added or divided
     assert_tree_same(acc.state_dict()["accumulators"], before["accumulators"])
     assert acc.count == 1
+
+
+def test_a_refusal_only_the_optimizer_finds_discards_the_cycle():
+    def where(key, p):
+        raise LookupError(f"no group for {key}")
+    w = np.ones(3)
+    acc = fo.Accumulate(fo.SGD(groups=[{"where": where, "lr": 0.1}]), steps=2)
+    assert acc.update([w], [np.ones(3)]) is False
+    with pytest.raises(LookupError, match="no group for 0"):
+        acc.update([w], [np.ones(3)])
+    assert acc.count == 0 and acc.state_dict()["accumulators"] == {}
+    assert_same(w, np.ones(3))
 
 
 def test_steps_and_optimizer_are_checked():

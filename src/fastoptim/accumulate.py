@@ -85,6 +85,9 @@ class Accumulate:
     (the same functions and errors) before anything is written, and so are the keys,
     shapes and dtypes against those of the cycle so far and of the optimizer's state:
     a refused call leaves parameters, accumulators and the optimizer as they were.
+    (Should the optimizer still refuse the stepping call for a reason not checked here
+    -- a groups ``where`` function that raises, say -- its error propagates and the
+    cycle is discarded.)
     Numbers as the values of a ``params`` dict or list are accepted as
     ``Optimizer.update`` accepts them (rebound on the stepping call).
 

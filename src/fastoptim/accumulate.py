@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _core, _engine
 from ._typing import Grads, Params, StateDict
-from .optimizers import Optimizer, _single_producer
+from .optimizers import Optimizer, ScheduleFree, _single_producer
 
 __all__ = ["Accumulate"]
 
@@ -238,7 +238,7 @@ class Accumulate:
         the cycle's (``n`` calls so far) and, with ``state``, against the optimizer's
         state; raises before anything is written."""
         opt = self.optimizer
-        if not getattr(opt, "train_mode", True):
+        if isinstance(opt, ScheduleFree) and not opt.train_mode:
             raise RuntimeError(
                 f"{type(opt).__name__} is in eval mode (the parameters hold the average "
                 f"x, see eval()): call acc.optimizer.train(params) before update, also "

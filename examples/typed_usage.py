@@ -2,7 +2,7 @@
 ``mypy --strict`` (and runs it: ``python examples/typed_usage.py``).
 
 A least-squares fit of ``y = X @ w + b`` with every optimizer class, the functional API,
-gradient clipping, a schedule and a checkpoint.
+gradient clipping, a schedule, a checkpoint and gradient accumulation.
 """
 
 from __future__ import annotations
@@ -69,6 +69,21 @@ def functional_steps() -> Array:
     return p
 
 
+def accumulate_steps() -> int:
+    """Two micro-batches per Adam step: the step count after four calls."""
+    x, y = make_data()
+    params: dict[str, Array] = {"w": np.zeros(x.shape[1], np.float32),
+                                "b": np.zeros(1, np.float32)}
+    acc = fo.Accumulate(fo.Adam(lr=1e-2), steps=2)
+    stepped: list[bool] = []
+    for i in range(4):
+        _, grads = gradients(params, x[i::4], y[i::4])
+        stepped.append(acc.update(params, grads))
+    assert stepped == [False, True, False, True] and acc.count == 0
+    step: int = acc.optimizer.state["w"]["step"]
+    return step
+
+
 def main() -> None:
     optimizers: list[fo.Optimizer] = [
         fo.SGD(lr=0.05), fo.Momentum(lr=0.02, momentum=0.9), fo.Nesterov(lr=0.02),
@@ -79,6 +94,7 @@ def main() -> None:
         print(f"{type(opt).__name__:<9} final loss {train(opt):.4f}")
     checkpoint_roundtrip()
     print("functional:", functional_steps())
+    print("accumulate: optimizer steps after 4 calls:", accumulate_steps())
     cfg = fo.get_config()
     threads: int = cfg["threads"]
     print(f"fastoptim {fo.__version__}, {threads} thread(s), target {cfg['cpu_target']}")

@@ -11,7 +11,7 @@ import pytest
 import fastoptim
 from fastoptim import checkpoint, clip, functional, optimizers, reference, rules, schedules
 
-MODULES = [fastoptim, functional, optimizers, clip, schedules]
+MODULES = [fastoptim, functional, optimizers, clip, schedules, fastoptim.accumulate]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -12,9 +12,10 @@ True
 Modules: ``fastoptim.functional`` (one function per rule), ``fastoptim.reference`` (the
 pure-NumPy specification the kernels are bit-identical to), ``fastoptim.clip``
 (:func:`clip_grad_norm` and its reference), ``fastoptim.schedules`` (learning-rate
-schedules), ``fastoptim.groups`` (parameter groups), ``fastoptim.book`` (the classes of
-"Deep Learning from Scratch", with its names and defaults). The training toolkit and
-the demos live apart, in ``fastoptim.demo`` (``fastoptim.demo.nn``,
+schedules), ``fastoptim.groups`` (parameter groups), ``fastoptim.accumulate``
+(:class:`Accumulate`: gradient accumulation over several calls), ``fastoptim.book`` (the
+classes of "Deep Learning from Scratch", with its names and defaults). The training
+toolkit and the demos live apart, in ``fastoptim.demo`` (``fastoptim.demo.nn``,
 ``fastoptim.demo.datasets``), which ``import fastoptim`` does not import.
 """
 
@@ -31,6 +32,7 @@ from ._dispatch import kernels as _kernels  # noqa: E402
 from ._threading import set_threading  # noqa: E402
 from ._typing import Config  # noqa: E402
 from ._version import __version__  # noqa: E402
+from .accumulate import Accumulate  # noqa: E402 -- a layer on top of the classes
 from .checkpoint import load, save  # noqa: E402
 from .clip import clip_grad_norm, clip_grad_norm_reference  # noqa: E402
 from .optimizers import *  # noqa: E402,F403 -- one class per row of fastoptim.rules
@@ -38,9 +40,9 @@ from .optimizers import __all__ as _optimizer_names  # noqa: E402
 
 _threading.finish()
 
-__all__ = [*_optimizer_names, "functional", "reference", "rules", "schedules", "clip", "groups",
-           "clip_grad_norm", "clip_grad_norm_reference", "get_config", "show_config",
-           "set_threading", "save", "load", "__version__"]
+__all__ = [*_optimizer_names, "Accumulate", "functional", "reference", "rules", "schedules",
+           "clip", "groups", "clip_grad_norm", "clip_grad_norm_reference", "get_config",
+           "show_config", "set_threading", "save", "load", "__version__"]
 
 # Old paths of modules moved to fastoptim.demo: imported on first use, with a warning.
 # Hidden from type checkers, which would otherwise take every unknown attribute of the

@@ -103,19 +103,29 @@ include "_dispatch.pxi"
 # Layer 3: the engine over a table of arrays
 # ---------------------------------------------------------------------------------------
 
+# A kernel id with this bit set: the rule, then the parameters' moving average
+# a <- d*a + (1-d)*p over each block of elements just stepped (fastoptim.rules.EMA_FLAG,
+# which fastoptim checks against EMA_FLAG here at import).
+cdef enum:
+    EMA_BIT = 1024
+    EMA_BLOCK = 2048   # elements per block: the parameter is read back from L1/L2
+EMA_FLAG = EMA_BIT
+
 ctypedef struct Entry:
     char* p            # parameter data (written)
     char* g            # gradient data (read)
     char* s[MAX_STATE]  # state buffers (written), NULL past the rule's count
+    char* avg          # the moving average (written), NULL without ema
     Py_ssize_t n       # elements
     Py_ssize_t start   # index of its first element in the concatenation of the table
     int dbl            # 1: float64, 0: float32
     int sc             # index of its scalar set (one per distinct step)
 
 ctypedef struct ScalarSet:
-    # the rule's scalars, then at MAX_SCALARS the gradient's sign (rules.Rule.stepper)
-    double d[MAX_SCALARS + 1]
-    float f[MAX_SCALARS + 1]
+    # the rule's scalars, then at MAX_SCALARS the gradient's sign (rules.Rule.stepper),
+    # at MAX_SCALARS + 1 and + 2 the moving average's decay and 1 - decay (0 without ema)
+    double d[MAX_SCALARS + 3]
+    float f[MAX_SCALARS + 3]
 
 
 cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
@@ -132,27 +142,53 @@ cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
     return left
 
 
+cdef void _ema_range(const floating* p, floating* avg, Py_ssize_t n,
+                     const floating* sc) noexcept nogil:
+    """The moving average of n parameter elements just stepped: a <- d*a + (1-d)*p
+    (each product rounded, then the sum: as fastoptim.reference.ema)."""
+    cdef Py_ssize_t i
+    cdef floating d = sc[MAX_SCALARS + 1]
+    cdef floating omd = sc[MAX_SCALARS + 2]
+    for i in range(n):
+        avg[i] = d * avg[i] + omd * p[i]
+
+
+cdef inline void _entry_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t b,
+                              const floating* sc) noexcept nogil:
+    """Elements [a, b) of one entry (its dtype is ``floating``): the rule, and with a
+    moving average, block by block, each block's average right after its step."""
+    cdef int j
+    cdef Py_ssize_t c, c1
+    cdef floating* st[MAX_STATE]
+    cdef floating* p = <floating*>e.p
+    cdef const floating* g = <const floating*>e.g
+    if e.avg == NULL:
+        for j in range(MAX_STATE):
+            st[j] = <floating*>e.s[j] + a if e.s[j] != NULL else NULL
+        _range(rule, p + a, g + a, st, b - a, sc)
+        return
+    c = a
+    while c < b:
+        c1 = c + EMA_BLOCK if b - c > EMA_BLOCK else b
+        for j in range(MAX_STATE):
+            st[j] = <floating*>e.s[j] + c if e.s[j] != NULL else NULL
+        _range(rule, p + c, g + c, st, c1 - c, sc)
+        _ema_range(p + c, <floating*>e.avg + c, c1 - c, sc)
+        c = c1
+
+
 cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Elements [lo, hi) of the concatenated table, entry by entry."""
     cdef Py_ssize_t a, b, k = _first_entry(e, ne, lo)
-    cdef int j
-    cdef double* sd[MAX_STATE]
-    cdef float* sf[MAX_STATE]
     while k < ne and e[k].start < hi:
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
         if b > a:
             if e[k].dbl:
-                for j in range(MAX_STATE):
-                    sd[j] = <double*>e[k].s[j] + a if e[k].s[j] != NULL else NULL
-                _range(rule, <double*>e[k].p + a, <const double*>e[k].g + a, sd,
-                       b - a, ss[e[k].sc].d)
+                _entry_range[double](rule, &e[k], a, b, ss[e[k].sc].d)
             else:
-                for j in range(MAX_STATE):
-                    sf[j] = <float*>e[k].s[j] + a if e[k].s[j] != NULL else NULL
-                _range(rule, <float*>e[k].p + a, <const float*>e[k].g + a, sf,
-                       b - a, ss[e[k].sc].f)
+                _entry_range[float](rule, &e[k], a, b, ss[e[k].sc].f)
         k += 1
 
 
@@ -191,16 +227,18 @@ cdef inline int _threads(int rule, int requested, Py_ssize_t n) noexcept nogil:
     return _threads_cost(HEAVY[rule], requested, n)
 
 
-cdef void _fill_scalars(ScalarSet* s, tuple values) except *:
-    # values: the rule's scalars, then the gradient's sign
-    cdef Py_ssize_t i, n = len(values) - 1
+cdef void _fill_scalars(ScalarSet* s, tuple values, bint ema=False) except *:
+    # values: the rule's scalars, then the gradient's sign, then with ema the moving
+    # average's decay and 1 - decay
+    cdef Py_ssize_t i, n = len(values) - (3 if ema else 1)
     if n > MAX_SCALARS or n < 0:
         raise ValueError("bad number of scalars")
     for i in range(MAX_SCALARS):
         s.d[i] = values[i] if i < n else 0.0
         s.f[i] = <float>s.d[i]
-    s.d[MAX_SCALARS] = values[n]
-    s.f[MAX_SCALARS] = <float>s.d[MAX_SCALARS]
+    for i in range(3):
+        s.d[MAX_SCALARS + i] = values[n + i] if i == 0 or ema else 0.0
+        s.f[MAX_SCALARS + i] = <float>s.d[MAX_SCALARS + i]
 
 
 # The non-finite check of the guarded mode: does any gradient element hold NaN or Inf?
@@ -288,6 +326,7 @@ cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_
     e.g = <char*>g
     for k in range(MAX_STATE):
         e.s[k] = <char*>s[k]
+    e.avg = NULL
     e.n = n
     e.start = 0
     e.dbl = floating is double
@@ -476,11 +515,13 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     is not as the fast path takes it, write nothing and say what (fastoptim._engine
     runs the transaction around this call; nothing here calls back into Python).
 
+    rule: the kernel id (fastoptim.rules.Rule.id): the rule's position in the table,
+        with EMA_FLAG for a row that keeps the parameters' moving average too.
     params, grads: two dicts with the same keys, or two lists/tuples of equal length
         (the caller checked the kinds and the lengths).
     slots: key -> [step, state buffer, ...] (the engine's state records: the step is a
         0-d int64 array, the number of steps taken, incremented here in place; then
-        the rule's N_STATE[rule] buffers).
+        the rule's N_STATE[rule] buffers, and with EMA_FLAG the moving average).
     scalars: step -> tuple of the rule's kernel scalars for that step (float64), or, for
         a rule whose scalars do not depend on the step, the one tuple for every step.
     cache: a list owned by the caller (see _cross_overlap).
@@ -510,14 +551,15 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef bint is_dict = type(params) is dict
     cdef Py_ssize_t n = len(params)
     cdef Py_ssize_t i, k, j, pos = 0, total = 0, work = 0, step, last_step = -1
-    cdef int nstate = N_STATE[rule], last_sc = -1, nt
+    cdef bint ema = (rule & EMA_BIT) != 0
+    cdef int nstate, nrule, last_sc = -1, nt
     cdef PyObject* kp
     cdef PyObject* vp
     cdef PyObject* gp
     cdef PyObject* sp
     cdef ArrInfo pi
     cdef char* gdata
-    cdef char* sdata[MAX_STATE]
+    cdef char* sdata[MAX_STATE + 1]
     cdef bint ok
     cdef Entry* e = NULL
     cdef ScalarSet* ss = NULL
@@ -534,6 +576,11 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef bint keyed = pacer is True
     cdef bint fixed = type(scalars) is tuple
     cdef bint paced_serial = False
+    rule &= ~EMA_BIT
+    if rule < 0 or rule >= N_RULES:
+        raise ValueError(f"no kernel id {rule}")
+    nrule = N_STATE[rule]
+    nstate = nrule + (1 if ema else 0)  # the record's buffers: the rule's, then ema
     if n == 0:
         steps_out.clear()
         return True
@@ -600,7 +647,8 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             e[i].p = pi.data
             e[i].g = gdata
             for k in range(MAX_STATE):
-                e[i].s[k] = sdata[k] if k < nstate else NULL
+                e[i].s[k] = sdata[k] if k < nrule else NULL
+            e[i].avg = sdata[nrule] if ema else NULL
             e[i].n = pi.size
             e[i].start = total
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
@@ -664,9 +712,9 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
         if ss == NULL:
             raise MemoryError()
         if fixed:
-            _fill_scalars(&ss[0], <tuple>scalars)
+            _fill_scalars(&ss[0], <tuple>scalars, ema)
         for k in range(nd):
-            _fill_scalars(&ss[k], <tuple?>(<dict>scalars)[dsteps[k]])
+            _fill_scalars(&ss[k], <tuple?>(<dict>scalars)[dsteps[k]], ema)
 
         # -- 5. nothing can fail from here on ------------------------------------------
         with nogil:
@@ -749,13 +797,20 @@ def _effective_threads(Py_ssize_t n, int num_threads, bint heavy):
 # ---------------------------------------------------------------------------------------
 # The streaming roofline (for fastoptim bench): the memory traffic of a rule with none of
 # its arithmetic -- k buffers updated in place from one read-only buffer, so k moves the
-# bytes of a rule with k - 1 state buffers (rules.Rule.state_bytes).
+# bytes of a rule with k - 1 state buffers (rules.Rule.state_bytes; ema counts as one).
 # ---------------------------------------------------------------------------------------
 
-cdef void _stream_range(floating* a, floating* b, floating* c, floating* d,
+cdef void _stream_range(floating* a, floating* b, floating* c, floating* d, floating* e,
                         const floating* r, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef Py_ssize_t i
-    if d != NULL:
+    if e != NULL:
+        for i in range(lo, hi):
+            a[i] = a[i] + r[i]
+            b[i] = b[i] + r[i]
+            c[i] = c[i] + r[i]
+            d[i] = d[i] + r[i]
+            e[i] = e[i] + r[i]
+    elif d != NULL:
         for i in range(lo, hi):
             a[i] = a[i] + r[i]
             b[i] = b[i] + r[i]
@@ -776,13 +831,15 @@ cdef void _stream_range(floating* a, floating* b, floating* c, floating* d,
 
 
 def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
-           floating[::1] c=None, floating[::1] d=None, *, int num_threads=1):
-    """a += read (and b, c, d likewise), split evenly over num_threads threads."""
+           floating[::1] c=None, floating[::1] d=None, floating[::1] e=None, *,
+           int num_threads=1):
+    """a += read (and b, c, d, e likewise), split evenly over num_threads threads."""
     cdef Py_ssize_t n = read.shape[0]
     cdef int t, nt = num_threads if num_threads > 1 and FO_HAVE_OPENMP and not fo_forked else 1
     cdef floating* pb = NULL
     cdef floating* pc = NULL
     cdef floating* pd = NULL
+    cdef floating* pe = NULL
     _length(n, a.shape[0], "grad")
     if b is not None:
         _length(n, b.shape[0], "b")
@@ -790,6 +847,8 @@ def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
         _length(n, c.shape[0], "c")
     if d is not None:
         _length(n, d.shape[0], "d")
+    if e is not None:
+        _length(n, e.shape[0], "e")
     if n == 0:
         return
     if b is not None:
@@ -802,10 +861,14 @@ def stream(const floating[::1] read, floating[::1] a, floating[::1] b=None,
         if pc == NULL:
             raise ValueError("give c before d")
         pd = &d[0]
+    if e is not None:
+        if pd == NULL:
+            raise ValueError("give d before e")
+        pe = &e[0]
     with nogil:
         if nt <= 1:
-            _stream_range(&a[0], pb, pc, pd, &read[0], 0, n)
+            _stream_range(&a[0], pb, pc, pd, pe, &read[0], 0, n)
         else:
             for t in prange(nt, schedule="static", num_threads=nt):
-                _stream_range(&a[0], pb, pc, pd, &read[0], _split(n, nt, t),
+                _stream_range(&a[0], pb, pc, pd, pe, &read[0], _split(n, nt, t),
                               _split(n, nt, t + 1))

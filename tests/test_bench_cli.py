@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from fastoptim import _bench, cli
 
@@ -54,6 +55,29 @@ def test_bytes_per_element_matches_the_issue():
     assert [_bench.bytes_per_element(r, np.float32) for r in _bench.RULES] == \
         [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28, 28]
     assert _bench.bytes_per_element("adam", np.float64) == 56
+
+
+def test_bench_takes_the_moving_average(capsys):
+    """``<rule>+ema``: the class with ema on, its bytes one buffer more, its roofline
+    over one buffer more (five for a variant with three state buffers), no torch."""
+    assert cli.main(["bench", "--sizes", "1e3", "--rules", "sgd+ema,adam_amsgrad+ema",
+                     "--no-many", "--budget", "0.01", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["rule"] for r in rows] == ["sgd+ema", "adam_amsgrad+ema"]
+    assert all("torch_s" not in r for r in rows)
+    assert _bench.bytes_per_element("sgd+ema", np.float32) == 20
+    assert _bench.bytes_per_element("adam_amsgrad+ema", np.float32) == 44
+    assert _bench.options("adam_amsgrad+ema") == {"amsgrad": True, "ema": 0.999}
+    assert _bench._inplace("adam_amsgrad+ema") == 5
+    step = _bench.fastoptim_step("adam_amsgrad+ema", 10, np.float32, 1, "compiled")
+    step()
+    opt = next(c.cell_contents for c in step.__closure__
+               if type(c.cell_contents).__name__ == "Adam")
+    assert opt.rule.state == ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "ema")
+    for bad in ("schedulefree_adamw+ema", "adam+ema+ema", "+ema"):
+        assert not _bench.known(bad)
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--rules", bad])
 
 
 def test_bench_takes_the_variants(capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _dispatch
+from fastoptim import _dispatch, rules
 
 from conftest import assert_same
 
@@ -168,6 +168,20 @@ def test_roofline_stream_kernel(target):
         assert_same(x, 1 + r)
     with pytest.raises(ValueError, match="give c before d"):
         target.stream(r, a, b, d=c)
+    # five (a variant with three state buffers and ema)
+    bufs = [np.ones(10, np.float32) for _ in range(5)]
+    target.stream(r, *bufs, num_threads=2)
+    for x in bufs:
+        assert_same(x, 1 + r)
+    with pytest.raises(ValueError, match="give d before e"):
+        target.stream(r, a, b, c, e=bufs[0])
+
+
+def test_update_many_refuses_a_kernel_id_past_the_table(target):
+    p, g = [np.ones(3)], [np.ones(3)]
+    for bad in (len(rules.KERNEL_ROWS), -1, rules.EMA_FLAG | 63):
+        with pytest.raises(ValueError, match="no kernel id"):
+            target.update_many(bad, p, g, {}, (0.1, 0.0, 1.0), 1, [], [], [])
 
 
 def test_slot_plan_follows_every_change_of_state(parallel_everything):

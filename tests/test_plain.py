@@ -25,7 +25,7 @@ OTHER = {"lr": 0.03, "momentum": 0.5, "eps": 1e-3, "alpha": 0.9, "rho": 0.8,
          "betas": (0.8, 0.95), "weight_decay": 0.1, "momentum_decay": 0.01,
          "dampening": 0.3, "lr_decay": 0.05, "initial_accumulator_value": 0.2,
          "maximize": True, "warmup_steps": 3, "r": 0.5, "weight_lr_power": 1.0,
-         "amsgrad": True, "centered": True}
+         "amsgrad": True, "centered": True, "ema": 0.7}
 STEPS = 8   # RAdam's first five steps are unrectified, the next three rectified
 
 # The tolerance, in units of the dtype's machine epsilon, relative to max(|p|, 1): the
@@ -86,12 +86,17 @@ def _run(rule, hyper, dtype, seed=0, count_state=True):
     if count_state:
         assert len(state) == 2 * len(rule.row_for(hyper).state)
     assert all(a.dtype == dtype for a in [*ours.values(), *state])
+    if hyper.get("ema"):  # the moving averages are compared too
+        ours.update({f"ema of {k}": a for k, a in (opt.average or {}).items()})
+        theirs.update({f"ema of {k}": rec[-1] for k, rec in ref.state.items()})
     return ours, theirs, p0
 
 
 def _close(ours, theirs, dtype):
     """Every parameter within ULPS ulps of the reference's, relative to max(|p|, 1)."""
     tol = ULPS * np.finfo(dtype).eps
+    if set(ours) != set(theirs):  # a moving average not kept
+        return False
     return all(np.allclose(ours[k] / np.maximum(np.abs(theirs[k]), 1),
                            theirs[k] / np.maximum(np.abs(theirs[k]), 1), rtol=0, atol=tol)
                for k in theirs)
@@ -114,7 +119,7 @@ def test_the_tolerance_catches_a_wrong_rule(monkeypatch):
     sqrt(v_hat) in Adam, Nesterov with the old velocity, AdaDelta's eps outside the
     root."""
     rule = rules.get("adam")
-    hyper = {h: OTHER[h] for h in rule.hyper_names if h != "amsgrad"}
+    hyper = {h: OTHER[h] for h in rule.hyper_names if h not in ("amsgrad", "ema")}
 
     def adam_eps_outside(self, params, grads):
         if self.m is None:
@@ -144,7 +149,8 @@ def test_the_tolerance_catches_a_wrong_rule(monkeypatch):
 
     rule = rules.get("nesterov")
     monkeypatch.setattr(plain.Nesterov, "update", nesterov_old_velocity)
-    ours, theirs, _ = _run(rule, {h: OTHER[h] for h in rule.hyper_names}, np.float32)
+    ours, theirs, _ = _run(rule, {h: OTHER[h] for h in rule.hyper_names if h != "ema"},
+                           np.float32)
     assert not _close(ours, theirs, np.float32)
 
 

@@ -58,8 +58,12 @@ def test_rule_table_matches_rules_module(text):
     assert [name for name, *_ in table] == [r.class_name for r in rules.RULES]
     for (name, defaults, buffers, extras), rule in zip(table, rules.RULES):
         assert buffers == tuple(rule.state), name
-        # each structural option and the buffer it adds (its variant row's state)
-        assert set(extras) == set(rule.structural), name
+        # each structural option and the buffer it adds (its variant row's state); ema,
+        # every rule's (but Schedule-Free's), is in the text above the table
+        assert set(extras) == set(rule.structural) - {"ema"}, name
+        assert ("ema" in rule.structural) != rule.schedule_free, name
+        assert rule.row_for({"ema": 0.5} if not rule.schedule_free else {}).state == (
+            (*rule.state, "ema") if not rule.schedule_free else rule.state), name
         for option, buf in extras.items():
             on = True if isinstance(rule.defaults[option], bool) else 0.5
             assert rule.row_for({option: on}).state == (*rule.state, buf), (name, option)
@@ -70,6 +74,7 @@ def test_rule_table_matches_rules_module(text):
         left_out = {k: v for k, v in rule.defaults.items() if k not in defaults}
         if left_out.get("weight_decay") == 0.0:
             del left_out["weight_decay"]
+        left_out.pop("ema", None)
         assert left_out == {"maximize": False}, (name, left_out)
 
 
@@ -77,6 +82,7 @@ def test_rule_table_text_says_the_common_defaults(text):
     section = text[text.index("\n## The rules\n"):]
     assert "`weight_decay=0.0`" in section and "`num_threads=None`" in section
     assert "`maximize=False`" in section
+    assert "`ema=0.0`" in section and "swap_ema" in section
     assert '`backend="compiled"`' in section
 
 

@@ -90,7 +90,8 @@ def test_state_dict_holds_plain_values_and_copies():
     sd = opt.state_dict()
     assert sd["optimizer"] == "Adam"
     assert sd["hyperparams"] == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
-                                 "weight_decay": 0.0, "amsgrad": False, "maximize": False}
+                                 "weight_decay": 0.0, "amsgrad": False, "ema": 0.0,
+                                 "maximize": False}
     for k, st in sd["state"].items():
         assert type(st["step"]) is int
         for n in ("exp_avg", "exp_avg_sq"):

@@ -34,24 +34,46 @@ RULES = [r.name for r in _rules.RULES]
 #: The variants of the structural options (``adam_amsgrad``, ...), which ``--rules`` may
 #: name too: the rule's class with the options on (:data:`OPTIONS_ON`).
 VARIANTS = [r.name for r in _rules.VARIANTS]
-#: The value each structural option takes in a variant's benchmark.
-OPTIONS_ON = {"amsgrad": True, "centered": True, "momentum": 0.9}
+#: The value each structural option takes in a variant's benchmark (ema: with ``+ema``).
+OPTIONS_ON = {"amsgrad": True, "centered": True, "momentum": 0.9, "ema": 0.999}
+#: ``adam+ema``: a rule or variant with the parameters' moving average (``ema``).
+EMA_SUFFIX = "+ema"
+
+
+def known(rule):
+    """Whether ``--rules`` may name ``rule``: a rule, a variant, either with ``+ema``
+    (not Schedule-Free, which has no ema)."""
+    base = rule[:-len(EMA_SUFFIX)] if rule.endswith(EMA_SUFFIX) else rule
+    if base not in RULES and base not in VARIANTS:
+        return False
+    return base == rule or not _row(base).schedule_free
 
 
 def _row(rule):
-    """The row of the rule table (or of its variants) called ``rule``."""
+    """The row of the rule table (or of its variants) called ``rule``; with ``+ema``,
+    that row keeping the moving average."""
+    if rule.endswith(EMA_SUFFIX):
+        return _row(rule[:-len(EMA_SUFFIX)]).with_ema()
     return _rules.BY_KERNEL[rule] if rule in _rules.BY_KERNEL else _rules.get(rule)
 
 
 def options(rule):
     """The keywords that make ``rule``'s class run it: {} for a rule, the structural
-    options for a variant."""
+    options for a variant, and ``ema`` with ``+ema``."""
     row = _row(rule)
-    return {o: OPTIONS_ON[o] for o in row.variant_of[1]} if row.variant_of else {}
+    own = row.ema_of if row.ema_of is not None else row
+    out = {o: OPTIONS_ON[o] for o in own.variant_of[1]} if own.variant_of else {}
+    if row.ema_of is not None:
+        out["ema"] = OPTIONS_ON["ema"]
+    return out
 
 
 def _torch_of(rule):
+    """(torch.optim class, keywords) of ``rule``, or () where torch.optim has none (its
+    moving average, swa_utils.AveragedModel, is a pass of its own: not compared)."""
     row = _row(rule)
+    if row.ema_of is not None:
+        return ()
     return _rules.BY_NAME[row.variant_of[0]].torch if row.variant_of else row.torch
 
 

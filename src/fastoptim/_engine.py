@@ -303,7 +303,8 @@ class NumpyEngine:
 
     def run(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
             pacer):
-        rule = rules.KERNEL_ROWS[rule_id]
+        ema = bool(rule_id & rules.EMA_FLAG)
+        rule = rules.KERNEL_ROWS[rule_id & ~rules.EMA_FLAG]
         items = params.items() if isinstance(params, dict) else enumerate(params)
         work = [(p, grads[key], slots[key]) for key, p in items]
         if skip and not all(np.isfinite(g).all() for _, g, _ in work):
@@ -315,11 +316,15 @@ class NumpyEngine:
             step = int(record[0]) + 1
             sc = scalars if type(scalars) is tuple else scalars[step]
             g = _core.flat_view(g, order)
+            if ema:  # the rule's scalars and sign, then the moving average's
+                sc, (decay, one_minus_decay) = sc[:-2], sc[-2:]
             if sc[-1] != 1.0:  # maximize: the rule on -g, as the kernels' g*(-1)
                 g = g * g.dtype.type(sc[-1])
-            kernel(_core.flat_view(p, order), g,
-                   *[_core.flat_view(b, order) for b in record[1:]],
-                   **dict(zip(rule.scalar_names, sc)))
+            flat_p = _core.flat_view(p, order)
+            bufs = [_core.flat_view(b, order) for b in record[1:]]
+            kernel(flat_p, g, *bufs[:len(rule.state)], **dict(zip(rule.scalar_names, sc)))
+            if ema:
+                reference.ema(flat_p, bufs[-1], decay=decay, one_minus_decay=one_minus_decay)
             record[0][()] = step
             if step not in taken:
                 taken.append(step)
@@ -335,6 +340,10 @@ if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.KERNEL_ROWS):
         f"fastoptim's compiled kernels were built from another rule table (theirs: "
         f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.KERNEL_ROWS)}): "
         f"a stale build; rebuild the package (pip install . again)")
+
+if _kernels.EMA_FLAG != rules.EMA_FLAG:
+    raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG: a "
+                      "stale build; rebuild the package (pip install . again)")
 
 COMPILED = CompiledEngine(_kernels)
 NUMPY = NumpyEngine()

@@ -27,6 +27,7 @@ _F = npt.NDArray[np.floating[Any]]
 
 TARGET: str
 RULE_NAMES: tuple[str, ...]
+EMA_FLAG: int
 
 {rules}
 def update_many(rule: int, params: dict[Any, Any] | list[Any] | tuple[Any, ...],
@@ -50,7 +51,7 @@ def set_parallel_thresholds(light: int | None = None,
                             heavy: int | None = None) -> dict[str, int]: ...
 def _effective_threads(n: int, num_threads: int, heavy: bool) -> int: ...
 def stream(read: _F, a: _F, b: _F | None = None, c: _F | None = None,
-           d: _F | None = None, *,
+           d: _F | None = None, e: _F | None = None, *,
            num_threads: int = 1) -> None: ...
 '''
 
@@ -70,12 +71,15 @@ def kernels(rules):
 
 OPTIMIZER_BASE = '''
 from collections.abc import Mapping, Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from . import groups, rules
 from ._typing import Backend, Grads, Params, StateDict
 
 __all__ = ["Optimizer", "ScheduleFree", {names}]
+
+_P = TypeVar("_P", bound=Params)
 
 class Optimizer:
     rule: rules.Rule
@@ -94,6 +98,10 @@ class Optimizer:
     @property
     def state(self) -> dict[Any, dict[str, Any]]: ...
     def update(self, params: Params, grads: Grads) -> bool: ...
+    @property
+    def ema_swapped(self) -> bool: ...
+    def swap_ema(self, params: Params) -> None: ...
+    def ema_applied(self, params: _P) -> AbstractContextManager[_P]: ...
     def state_dict(self) -> StateDict: ...
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
 

@@ -115,7 +115,7 @@ def _pack(optimizer):
     if CLASSES.get(kind) is not type(optimizer):
         raise TypeError(f"cannot save a {kind}: checkpoints hold the built-in optimizer "
                         f"classes ({', '.join(CLASSES)}); save its state_dict() yourself")
-    names = _core.RULES[optimizer._rule][0]
+    names = optimizer.rule.state  # the row it runs (amsgrad, ema, ...)
 
     def plain(values):
         return {n: (list(v) if isinstance(v, tuple) else v) for n, v in values.items()}
@@ -221,6 +221,9 @@ def save(optimizer, path):
     process killed during ``save`` leaves the previous checkpoint intact (see the module
     docstring). Everything is checked before anything is written.
     """
+    check = getattr(optimizer, "_check_not_swapped", None)
+    if check is not None:
+        check("save()")
     header, arrays = _pack(optimizer)  # raises for unsupported optimizers and keys
     path = os.fspath(path)
     if os.path.isdir(path):

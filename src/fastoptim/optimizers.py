@@ -9,6 +9,7 @@ the kernels and in ``fastoptim.reference``; the transaction in ``fastoptim._engi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import warnings
@@ -264,7 +265,9 @@ class Optimizer:
     def _make_args(self):
         """The engine's per-call arguments (num_threads, overlap cache, plan, steps,
         skip_nonfinite, pacer), and last the threading policy they were made for; kept
-        until one of them changes."""
+        until one of them changes (and made anew after :meth:`swap_ema`, so that the
+        check of the swap costs an update nothing)."""
+        self._check_not_swapped("update")
         adaptive = _threading.adaptive
         args = (self._nt, self._overlap_cache, self._plan, self._steps,
                 self.skip_nonfinite, self._pacer if adaptive and self._nt == 0 else None,
@@ -272,11 +275,101 @@ class Optimizer:
         object.__setattr__(self, "_args", args)
         return args
 
+    # -- the moving average (ema) --------------------------------------------------------
+
+    @property
+    def ema_swapped(self) -> bool:
+        """Whether the parameters hold their moving averages now (see :meth:`swap_ema`)."""
+        return self.__dict__.get("_ema_swap", False)
+
+    def _check_not_swapped(self, what):
+        if self.__dict__.get("_ema_swap", False):
+            raise RuntimeError(
+                f"the parameters hold their moving averages (after swap_ema) and the "
+                f"ema state the trained values: call opt.swap_ema(params) again before "
+                f"{what}")
+
+    def _with_state(self, params, index, what, left):
+        """(params as a container, [(the parameter's view, buffer ``index`` of its state
+        record, (key, number type) to rebind a number or None, the record)]) for every
+        parameter of ``params`` that has state, each checked against its buffer; raises,
+        before anything is written, when one the optimizer has state for is missing
+        (it would be left ``left``)."""
+        if isinstance(params, np.ndarray) or _single_producer(params):
+            params = [params]
+        work = []
+        seen = set()
+        for key, p, _ in _engine.pairs(params, params):
+            record = self._slots.get(key)
+            seen.add(key)
+            if record is None:
+                continue  # no step yet
+            boxed = _engine.scalar_box(p)
+            if boxed is not None:
+                if not _engine._rebindable(params):
+                    raise TypeError(f"parameter {key!r} is a number in a "
+                                    f"{type(params).__name__}, which cannot be rebound; "
+                                    f"pass a list or a dict")
+                view, rebind = boxed[0], (key, boxed[1])
+            else:
+                view, _ = _core.check_param(f"parameter {key!r}", p)
+                rebind = None
+            buf = record[index]
+            if view.shape != buf.shape or view.dtype != buf.dtype:
+                raise ValueError(f"parameter {key!r} has shape {view.shape} and dtype "
+                                 f"{view.dtype}, but its state has {buf.shape} and "
+                                 f"{buf.dtype}")
+            work.append((view, buf, rebind, record))
+        missing = [k for k in self._slots if k not in seen]
+        if missing:
+            raise ValueError(f"{what} needs every parameter the optimizer has state for; "
+                             f"missing {', '.join(map(repr, missing))} (it would be left "
+                             f"{left})")
+        return params, work
+
+    def swap_ema(self, params: Params) -> None:
+        """Swap every parameter that has state with its moving average (the ``ema``
+        state buffer), in place: the first call puts the averages in the parameters
+        (evaluate or export the model there), the next puts the trained values back,
+        bit for bit. :meth:`update`, :meth:`state_dict` and checkpoints refuse to run
+        while the averages are swapped in (:attr:`ema_swapped`). ``params`` is what
+        :meth:`update` takes (the same keys); it must hold every parameter the optimizer
+        has state for. See also :meth:`ema_applied`."""
+        if "ema" not in self.rule.state:
+            if self.rule.schedule_free:
+                raise ValueError(f"{type(self).__name__} keeps no moving average: its "
+                                 f"average x is what opt.eval(params) swaps in")
+            raise ValueError(f"{type(self).__name__} keeps no moving average: make it with "
+                             f"ema=0.999 (or another decay in (0, 1))")
+        params, work = self._with_state(params, -1, "swap_ema()", "unswapped")
+        for view, avg, rebind, _ in work:
+            kept = view.copy(order="K")
+            np.copyto(view, avg)
+            np.copyto(avg, kept)
+            if rebind is not None:
+                key, kind = rebind
+                params[key] = view.item() if kind is float else view[()]
+        object.__setattr__(self, "_ema_swap", not self.ema_swapped)
+        object.__setattr__(self, "_args", None)  # the next update checks the swap
+
+    @contextlib.contextmanager
+    def ema_applied(self, params: Params):
+        """``with opt.ema_applied(params): evaluate(...)``: the moving averages are in
+        the parameters inside the block (:meth:`swap_ema`), the trained values again
+        after it, also when the block raises. ``params`` must be a container whose
+        arrays are updated in place (a dict or a list; numbers in it are rebound)."""
+        self.swap_ema(params)
+        try:
+            yield params
+        finally:
+            self.swap_ema(params)
+
     # -- checkpoints ---------------------------------------------------------------------
 
     def state_dict(self) -> StateDict:
         """The optimizer's hyper-parameters and state as plain Python and NumPy values
         (copies: later updates do not change it)."""
+        self._check_not_swapped("state_dict()")
         names = self.rule.state
         grouped = self._groups is not None
         state = {}
@@ -354,6 +447,7 @@ class Optimizer:
         self._slots = slots
         self._plan.clear()
         self._steps.clear()
+        object.__setattr__(self, "_ema_swap", False)  # saved state is never swapped
 
 
 class ScheduleFree(Optimizer):
@@ -463,37 +557,9 @@ class ScheduleFree(Optimizer):
             beta1 = (self._hyper if table is None else
                      table.hyper(_groups_mod.split(int(record[0]))[0]))["betas"][0]
             return 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
-        if isinstance(params, np.ndarray) or _single_producer(params):
-            params = [params]
-        work = []  # (z, the parameter's view, (container, key) to rebind a number, or None)
-        seen = set()
-        for key, p, _ in _engine.pairs(params, params):
-            record = self._slots.get(key)
-            seen.add(key)
-            if record is None:
-                continue  # no update yet: x = y = z
-            z = record[1]
-            boxed = _engine.scalar_box(p)
-            if boxed is not None:
-                if not _engine._rebindable(params):
-                    raise TypeError(f"parameter {key!r} is a number in a "
-                                    f"{type(params).__name__}, which cannot be rebound; "
-                                    f"pass a list or a dict")
-                view, rebind = boxed[0], (key, boxed[1])
-            else:
-                view, _ = _core.check_param(f"parameter {key!r}", p)
-                rebind = None
-            if view.shape != z.shape or view.dtype != z.dtype:
-                raise ValueError(f"parameter {key!r} has shape {view.shape} and dtype "
-                                 f"{view.dtype}, but its state has {z.shape} and "
-                                 f"{z.dtype}")
-            work.append((z, view, rebind, weight_of(record)))
-        missing = [k for k in self._slots if k not in seen]
-        if missing:
-            raise ValueError(
-                f"{'eval' if not to_train else 'train'}() needs every parameter the "
-                f"optimizer has state for; missing {', '.join(map(repr, missing))} (it "
-                f"would be left at the other point)")
+        what = "eval()" if not to_train else "train()"
+        params, found = self._with_state(params, 1, what, "at the other point")
+        work = [(z, view, rebind, weight_of(record)) for view, z, rebind, record in found]
         for z, view, rebind, weight in work:
             t = view.dtype.type
             diff = np.subtract(z, view)
@@ -683,6 +749,11 @@ def _check_keywords(rule, kwargs):
     for key in kwargs:
         if key in names or key in _OPTION_NAMES:
             continue
+        if key == "ema" and rule.schedule_free:
+            raise TypeError(
+                f"{rule.class_name}() has no ema option: its evaluation point x (see "
+                f"eval()) is already an average of the iterates, weighted as the "
+                f"schedule-free method prescribes; evaluate at opt.eval(params)")
         for foreign, ours, how, whose in _FOREIGN_KEYWORDS:
             if key == foreign and ours in names:
                 book = ""

@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
            "lion", "adamax", "nadam", "radam", "schedulefree_adamw", "adam_amsgrad",
            "adamw_amsgrad", "rmsprop_centered", "rmsprop_momentum",
-           "rmsprop_centered_momentum"]
+           "rmsprop_centered_momentum", "ema"]
 
 
 def _scalars(param, *values):
@@ -313,3 +313,13 @@ def rmsprop_centered_momentum(param, grad, square_avg, momentum_buffer, grad_avg
                                                        eps, weight_decay, momentum)
     g, var = _rmsprop_avgs(param, grad, square_avg, grad_avg, alpha, one_minus_alpha, wd)
     _rmsprop_velocity(param, g, var, momentum_buffer, lr, eps, mu)
+
+
+# The parameters' moving average (every rule's ``ema`` option; the engine calls it after
+# the rule, on the parameter just stepped).
+
+def ema(param, average, *, decay, one_minus_decay):
+    """a <- decay*a + one_minus_decay*p (each product rounded, then the sum)."""
+    d, omd = _scalars(param, decay, one_minus_decay)
+    average *= d
+    average += omd * param

@@ -23,7 +23,7 @@ import math
 import numbers
 
 __all__ = ["Hyper", "Rule", "RULES", "VARIANTS", "KERNEL_ROWS", "BY_NAME", "BY_CLASS",
-           "BY_KERNEL", "get", "schedulefree_step"]
+           "BY_KERNEL", "EMA_FLAG", "get", "schedulefree_step"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,6 +176,17 @@ _MOMENTUM = Hyper("momentum", 0.9, check_unit_open, "The velocity's decay.")
 MAXIMIZE = Hyper("maximize", False, check_bool,
                  "Step up the gradient (maximise the objective): the rule on ``-g``, "
                  "before any weight decay, as torch.optim.", type="bool", option=True)
+# every rule's option but Schedule-Free's (Rule adds it, before maximize): Keras' use_ema
+EMA = Hyper("ema", 0.0, check_unit_open,
+            "Keep an exponential moving average of the parameters, updated in the same pass "
+            "as the step: ``a <- ema*a + (1-ema)*p`` after each step (``a = p`` after a "
+            "parameter's first step, as Keras' ``use_ema`` and torch's ``AveragedModel``; "
+            "a state buffer, ``ema``); 0 keeps none. ``swap_ema(params)`` swaps it in for "
+            "evaluation.", option=True, structural=True)
+#: The bit of a kernel id that says "and the parameters' moving average" (rules with
+#: ``ema``): the engine runs the rule, then a <- ema*a + (1-ema)*p on the same block of
+#: elements while it is in cache (kernels/_body.pxi checks its own copy of this value).
+EMA_FLAG = 1024
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
 _AMSGRAD = Hyper("amsgrad", False, check_bool,
@@ -470,16 +481,41 @@ class Rule(_Row):
                ("step_scalars", _REQUIRED), ("scalar_names", _REQUIRED),
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
                ("torch", ()), ("stepped_by", ()), ("state_init", None),
-               ("schedule_free", False), ("variant_of", None), ("takes", ()))
+               ("schedule_free", False), ("variant_of", None), ("takes", ()),
+               ("ema_of", None))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "maximize" not in (h.name for h in self.hyper):  # every rule has it, last
-            object.__setattr__(self, "hyper", (*self.hyper, MAXIMIZE))
+        names = [h.name for h in self.hyper]
+        extra = []
+        if "ema" not in names and not self.schedule_free:  # every rule but Schedule-Free's
+            extra.append(EMA)
+        if "maximize" not in names:  # every rule has it, last
+            extra.append(MAXIMIZE)
+        if extra:
+            object.__setattr__(self, "hyper", (*self.hyper, *extra))
 
     @property
     def id(self):
-        return _IDS[self.name]
+        """The kernel id: the row's position in :data:`KERNEL_ROWS`, with
+        :data:`EMA_FLAG` for a row that keeps the moving average (``ema_of``)."""
+        return _IDS[self.name] | (EMA_FLAG if self.ema_of is not None else 0)
+
+    def with_ema(self):
+        """This row keeping the parameters' moving average too: the same kernel, its
+        state buffers and then ``ema``; its scalars depend on the step (the first sets
+        the average to the parameter). Made once per row."""
+        if self.ema_of is not None:
+            return self
+        row = _EMA_ROWS.get(id(self))
+        if row is None or row.ema_of is not self:
+            fields = {f: getattr(self, f) for f, _ in Rule._fields}
+            init = self.state_init or (None,) * len(self.state)
+            fields.update(state=(*self.state, "ema"), state_init=(*init, None),
+                          state_doc={**self.state_doc, "ema": _EMA_DOC}, stepped=True,
+                          ema_of=self)
+            row = _EMA_ROWS[id(self)] = Rule(**fields)
+        return row
 
     @property
     def hyper_names(self):
@@ -517,10 +553,17 @@ class Rule(_Row):
         with ``maximize``), which the engine applies to every gradient element."""
         at = self.step_scalars(**self._own(hyper))
         sign = -1.0 if hyper.get("maximize") else 1.0
+        if self.ema_of is None:
+            def scalars(step):
+                return (*at(step), sign)
+            return scalars
+        # then the moving average's (decay, 1 - decay): (0, 1) on a parameter's first
+        # step, so that a = 0*0 + 1*p is the parameter exactly
+        later = (hyper["ema"], 1.0 - hyper["ema"])
 
-        def scalars(step):
-            return (*at(step), sign)
-        return scalars
+        def scalars_ema(step):
+            return (*at(step), sign, *((0.0, 1.0) if step == 1 else later))
+        return scalars_ema
 
     def scalars(self, step, **hyper):
         """The rule's kernel scalars of step ``step`` (counting from 1) for these
@@ -545,15 +588,18 @@ class Rule(_Row):
         of :data:`VARIANTS` for the structural options not at their defaults (missing
         names count as at their defaults). Raises ValueError for a combination that
         has no variant."""
-        base = BY_NAME[self.variant_of[0]] if self.variant_of else self
-        active = tuple(h.name for h in base.hyper
-                       if h.structural and hyper.get(h.name, h.default) != h.default)
-        if not active:
-            return base
-        row = _BY_OPTIONS.get((base.name, active))
-        if row is None:
-            raise ValueError(f"{base.class_name} has no variant for {', '.join(active)} "
-                             f"together")
+        own = self.ema_of if self.ema_of is not None else self
+        base = BY_NAME[own.variant_of[0]] if own.variant_of else own
+        active = tuple(h.name for h in base.hyper if h.structural and h.name != "ema"
+                       and hyper.get(h.name, h.default) != h.default)
+        row = base
+        if active:
+            row = _BY_OPTIONS.get((base.name, active))
+            if row is None:
+                raise ValueError(f"{base.class_name} has no variant for "
+                                 f"{', '.join(active)} together")
+        if hyper.get("ema", 0.0) != 0.0 and "ema" in base.hyper_names:
+            return row.with_ema()
         return row
 
     def check(self, **hyper):
@@ -775,6 +821,9 @@ RULES = (
                "mode. The optimizer starts in train mode (the authors' starts in eval "
                "mode and needs ``train()`` first; here that call is harmless)."),
 )
+
+_EMA_DOC = "the exponential moving average ``a`` of the parameter (``ema``)"
+_EMA_ROWS = {}  # id(row) -> row.with_ema()
 
 BY_NAME = {r.name: r for r in RULES}
 BY_CLASS = {r.class_name: r for r in RULES}

@@ -61,6 +61,7 @@ HYPER = {
     "maximize": st.booleans(),
     "amsgrad": st.booleans(),
     "centered": st.booleans(),
+    "ema": st.one_of(st.sampled_from([0.0, 0.9, 0.999]), st.floats(0.0, 1.0, exclude_max=True)),
     "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
     "initial_accumulator_value": st.one_of(st.sampled_from([0.0, 0.1, 1.0]),
                                            st.floats(0.0, 10.0)),

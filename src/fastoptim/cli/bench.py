@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from .._bench import RULES, VARIANTS, many_table, run, table
+from .._bench import RULES, VARIANTS, known, many_table, run, table
 from ..demo.e2e import (
     BLAS_ENV,
     E2E_LABELS,
@@ -89,7 +89,8 @@ def main(argv=None):
     ap.add_argument("--rules", default=",".join(RULES),
                     help=f"comma-separated rules (default: all {count_word(len(RULES))}); "
                          f"also the variants of the options that add a state buffer: "
-                         f"{', '.join(VARIANTS)}")
+                         f"{', '.join(VARIANTS)}; and any of these but "
+                         f"schedulefree_adamw with +ema (the moving average): adam+ema")
     ap.add_argument("--sizes", default="1e5,1e6,1e7",
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -141,9 +142,10 @@ def main(argv=None):
         return _e2e_main(args, ap, progress)
 
     rules = [r.strip().lower() for r in args.rules.split(",") if r.strip()]
-    bad = [r for r in rules if r not in RULES and r not in VARIANTS]
+    bad = [r for r in rules if not known(r)]
     if bad:
-        ap.error(f"unknown rule(s) {bad}; choose from {RULES + VARIANTS}")
+        ap.error(f"unknown rule(s) {bad}; choose from {RULES + VARIANTS}, each but "
+                 f"schedulefree_adamw also with +ema")
     try:
         sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:

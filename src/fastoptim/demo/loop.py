@@ -29,6 +29,7 @@ class PlainReference:
         self._hyper = hyper = like.hyperparams
         self._stepper = rule.stepper(hyper)   # the rule's scalars, then the gradient's sign
         self._init = rule.initial_values(hyper)  # numbers, or "param": a copy of it
+        self._ema = rule.ema_of is not None  # then the last buffer is the moving average
         self.step = 0
         self.state = {}
 
@@ -45,7 +46,11 @@ class PlainReference:
 
     def update(self, params, grads):
         self.step += 1
-        *scalars, sign = self._stepper(self.step)
+        scalars = self._stepper(self.step)
+        if self._ema:
+            *scalars, sign, decay, one_minus_decay = scalars
+        else:
+            *scalars, sign = scalars
         kw = dict(zip(self._scalar_names, scalars))
         for key, p in params.items():
             state = self.state.get(key)
@@ -56,7 +61,11 @@ class PlainReference:
             g = grads[key]
             if sign != 1.0:  # maximize: the rule on -g, as the engine
                 g = g * g.dtype.type(sign)
-            self._fn(p, g, *state, **kw)
+            if self._ema:
+                self._fn(p, g, *state[:-1], **kw)
+                reference.ema(p, state[-1], decay=decay, one_minus_decay=one_minus_decay)
+            else:
+                self._fn(p, g, *state, **kw)
         return True
 
 

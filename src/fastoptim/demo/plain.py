@@ -35,12 +35,38 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Ada
            "plain_optimizer"]
 
 
-class SGD:
+class _Averaged:
+    """Keras' ``use_ema`` as a user adds it to such a class: after each ``update``,
+    ``a <- ema*a + (1-ema)*p`` per key (``a`` a copy of ``p`` after the first), in
+    ``self.average``; ``ema = 0`` keeps none."""
+
+    ema = 0.0
+    average = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        step = cls.update
+
+        def update(self, params, grads):
+            step(self, params, grads)
+            if not self.ema:
+                return
+            if self.average is None:
+                self.average = {key: val.copy() for key, val in params.items()}
+                return
+            for key in params:
+                self.average[key] = self.ema * self.average[key] + (1 - self.ema) * params[key]
+        update.__doc__ = step.__doc__
+        cls.update = update
+
+
+class SGD(_Averaged):
     """``p <- p - lr*g``."""
 
-    def __init__(self, lr=1e-3, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-3, weight_decay=0.0, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.weight_decay = weight_decay
 
     def update(self, params, grads):
@@ -51,14 +77,15 @@ class SGD:
             params[key] -= self.lr * g
 
 
-class Momentum:
+class Momentum(_Averaged):
     """``v <- momentum*v + lr*g ; p <- p - v`` (``lr*(1-dampening)*g`` after the first
     step, with torch's ``dampening``)."""
 
     def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, dampening=0.0,
-                 maximize=False):
+                 ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.dampening = dampening
@@ -77,12 +104,13 @@ class Momentum:
             params[key] -= self.v[key]
 
 
-class Nesterov:
+class Nesterov(_Averaged):
     """``v <- momentum*v + lr*g ; p <- p - (momentum*v + lr*g)`` (look-ahead form)."""
 
-    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.v = None
@@ -98,14 +126,15 @@ class Nesterov:
             params[key] -= self.momentum * self.v[key] + self.lr * g
 
 
-class AdaGrad:
+class AdaGrad(_Averaged):
     """``h <- h + g*g ; p <- p - lr_t*g / (sqrt(h) + eps)``, ``lr_t = lr/(1 + (t-1)*lr_decay)``,
     ``h`` starting at ``initial_accumulator_value``."""
 
     def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0, lr_decay=0.0,
-                 initial_accumulator_value=0.0, maximize=False):
+                 initial_accumulator_value=0.0, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.eps = eps
         self.weight_decay = weight_decay
         self.lr_decay = lr_decay
@@ -127,15 +156,16 @@ class AdaGrad:
             params[key] -= lr * g / (np.sqrt(self.h[key]) + self.eps)
 
 
-class RMSprop:
+class RMSprop(_Averaged):
     """``h <- alpha*h + (1-alpha)*g*g ; p <- p - lr*g / (sqrt(h) + eps)``; with
     ``centered``, ``a <- alpha*a + (1-alpha)*g`` and ``sqrt(h - a*a)``; with ``momentum``,
     ``b <- momentum*b + lr*g / (...) ; p <- p - b``."""
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+                 centered=False, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.alpha = alpha
         self.eps = eps
         self.weight_decay = weight_decay
@@ -166,13 +196,14 @@ class RMSprop:
             params[key] -= step
 
 
-class AdaDelta:
+class AdaDelta(_Averaged):
     """``h <- rho*h + (1-rho)*g*g ; d <- sqrt(s + eps)/sqrt(h + eps)*g ;
     s <- rho*s + (1-rho)*d*d ; p <- p - lr*d``."""
 
-    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.rho = rho
         self.eps = eps
         self.weight_decay = weight_decay
@@ -193,15 +224,16 @@ class AdaDelta:
             params[key] -= self.lr * d
 
 
-class Adam:
+class Adam(_Averaged):
     """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
     p <- p - lr*m_hat / (sqrt(v_hat) + eps)``, with ``m_hat = m/(1-b1**t)`` and
     ``v_hat = v/(1-b2**t)``; with ``amsgrad``, ``v``'s running maximum in ``v_hat``."""
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
+                 ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -231,13 +263,14 @@ class Adam:
             params[key] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
-class AdamW:
+class AdamW(_Averaged):
     """``p <- p*(1 - lr*weight_decay)``, then Adam's step with no decay term in ``g``."""
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):
+                 ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -266,13 +299,14 @@ class AdamW:
             params[key] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
-class Lion:
+class Lion(_Averaged):
     """``c <- b1*m + (1-b1)*g ; p <- p*(1 - lr*weight_decay) - lr*sign(c) ;
     m <- b2*m + (1-b2)*g``."""
 
-    def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.weight_decay = weight_decay
         self.m = None
@@ -289,12 +323,14 @@ class Lion:
             self.m[key] = self.beta2 * self.m[key] + (1 - self.beta2) * g
 
 
-class Adamax:
+class Adamax(_Averaged):
     """``m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - lr/(1-b1**t) * m/u``."""
 
-    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -316,16 +352,17 @@ class Adamax:
             params[key] -= self.lr / (1 - self.beta1 ** self.t) * self.m[key] / self.u[key]
 
 
-class NAdam:
+class NAdam(_Averaged):
     """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g``; with the momentum schedule
     ``mu_t = b1*(1 - 0.5*0.96**(t*momentum_decay))`` and its running product
     ``prod_t = mu_1*...*mu_t``, ``p <- p - lr*((1-mu_t)/(1-prod_t)*g +
     mu_{t+1}/(1-prod_t*mu_{t+1})*m) / (sqrt(v_hat) + eps)``, as torch.optim.NAdam."""
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3, maximize=False):
+                 momentum_decay=4e-3, ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
@@ -356,14 +393,16 @@ class NAdam:
                             * self.m[key] / denom)
 
 
-class RAdam:
+class RAdam(_Averaged):
     """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g``; while ``rho_t <= 5``,
     ``p <- p - lr*m_hat``, after that ``p <- p - lr*r_t*m_hat*sqrt(1-b2**t)/(sqrt(v) + eps)``
     (``rho_t`` and ``r_t`` from ``b2`` and ``t``), as torch.optim.RAdam."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 ema=0.0, maximize=False):
         self.lr = lr
         self.maximize = maximize
+        self.ema = ema
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay

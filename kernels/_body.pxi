@@ -95,6 +95,15 @@ cdef Py_ssize_t _threshold_heavy = 8192
 # rule over one contiguous range
 # ---------------------------------------------------------------------------------------
 
+# The deterministic sums of the rules with a trust ratio (LAMB): chunks of TRUST_CHUNK
+# elements of each array, TRUST_LANES float64 lanes per chunk (fastoptim.reference's
+# SUM_CHUNK and SUM_LANES, checked at import; the same as fastoptim.clip's).
+cdef enum:
+    TRUST_LANES = 8
+    TRUST_CHUNK = 4096
+SUM_LANES = TRUST_LANES
+SUM_CHUNK = TRUST_CHUNK
+
 include "_rules.pxi"
 include "_dispatch.pxi"
 
@@ -205,6 +214,118 @@ cdef void _run(int rule, const Entry* e, Py_ssize_t ne, Py_ssize_t total,
         return
     for t in prange(nt, schedule="static", num_threads=nt):
         _span(rule, e, ne, ss, _split(total, nt, t), _split(total, nt, t + 1))
+
+
+# -- rules with a trust ratio (rules.Rule.trust_ratio, e.g. LAMB): two phases per update.
+# Phase 1 runs the rule's _norms_<name> over every chunk of every array -- chunk c of an
+# array is its elements [c*TRUST_CHUNK, (c+1)*TRUST_CHUNK), whichever thread takes it --
+# writing the state and each chunk's two sums of squares; then, serially, each array's
+# sums (its chunks left to right from 0.0), its ratio ||p||/||u|| (1 where either sum is
+# 0), and its own scalar set with the last scalar (lr) times the ratio; phase 2 is the
+# usual pass (_run) of _rule_<name> with those sets. Every sum is fixed by the data, so
+# the result is the same for any thread count, and the reference's.
+
+cdef void _norm_chunks(int rule, const Entry* e, const Py_ssize_t* cstart, Py_ssize_t ne,
+                       const ScalarSet* ss, Py_ssize_t k0, Py_ssize_t k1,
+                       double* part) noexcept nogil:
+    """Chunks [k0, k1) of the table (entry i's chunks are cstart[i] .. cstart[i+1]-1),
+    their two sums into part[2k], part[2k+1]."""
+    cdef Py_ssize_t k, a, b, left = 0, right = ne, mid, i
+    cdef int j
+    cdef double* sd[MAX_STATE]
+    cdef float* sf[MAX_STATE]
+    if k0 >= k1:
+        return
+    while right - left > 1:  # the last entry with cstart <= k0
+        mid = (left + right) // 2
+        if cstart[mid] <= k0:
+            left = mid
+        else:
+            right = mid
+    i = left
+    for k in range(k0, k1):
+        while cstart[i + 1] <= k:
+            i += 1
+        a = (k - cstart[i]) * TRUST_CHUNK
+        b = a + TRUST_CHUNK if e[i].n - a > TRUST_CHUNK else e[i].n
+        if e[i].dbl:
+            for j in range(MAX_STATE):
+                sd[j] = <double*>e[i].s[j] + a if e[i].s[j] != NULL else NULL
+            _norms_range(rule, <const double*>e[i].p + a, <const double*>e[i].g + a, sd,
+                         b - a, ss[e[i].sc].d, part + 2 * k)
+        else:
+            for j in range(MAX_STATE):
+                sf[j] = <float*>e[i].s[j] + a if e[i].s[j] != NULL else NULL
+            _norms_range(rule, <const float*>e[i].p + a, <const float*>e[i].g + a, sf,
+                         b - a, ss[e[i].sc].f, part + 2 * k)
+
+
+cdef void _trust_table(int rule, Entry* e, Py_ssize_t ne, Py_ssize_t total,
+                       const ScalarSet* ss, int nt, Py_ssize_t* cstart, double* part,
+                       ScalarSet* own) noexcept nogil:
+    """Both phases over a table of entries (their scalar sets are changed to ``own``:
+    ne sets, one per entry). ``cstart``: ne + 1, ``part``: two per chunk."""
+    cdef Py_ssize_t i, k, nch
+    cdef int t, slot = N_SCALARS[rule] - 1
+    cdef double sp, su, ratio
+    cstart[0] = 0
+    for i in range(ne):
+        cstart[i + 1] = cstart[i] + (e[i].n + TRUST_CHUNK - 1) // TRUST_CHUNK
+    nch = cstart[ne]
+    if nt > nch:
+        nt = <int>nch
+    if nt <= 1:
+        _norm_chunks(rule, e, cstart, ne, ss, 0, nch, part)
+    else:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            _norm_chunks(rule, e, cstart, ne, ss, _split(nch, nt, t), _split(nch, nt, t + 1),
+                         part)
+    for i in range(ne):
+        sp = 0.0
+        su = 0.0
+        for k in range(cstart[i], cstart[i + 1]):
+            sp = sp + part[2 * k]
+            su = su + part[2 * k + 1]
+        ratio = 1.0 if sp == 0.0 or su == 0.0 else sqrt(sp) / sqrt(su)
+        own[i] = ss[e[i].sc]
+        own[i].d[slot] = ss[e[i].sc].d[slot] * ratio
+        own[i].f[slot] = <float>own[i].d[slot]
+        e[i].sc = <int>i
+    _run(rule, e, ne, total, own, nt)
+
+
+cdef int _trust_step(int rule, Entry* e, Py_ssize_t ne, Py_ssize_t total,
+                     const ScalarSet* ss, int nt, bint in_order) except -1:
+    """An update by a rule with a trust ratio. ``in_order``: the arrays share memory, so
+    each array takes both phases before the next begins, serially (the reference's
+    order). Allocates first: on MemoryError nothing has been written."""
+    cdef Py_ssize_t i, nch = 0
+    cdef Entry one
+    cdef Py_ssize_t* cstart
+    cdef double* part
+    cdef ScalarSet* own
+    for i in range(ne):
+        nch += (e[i].n + TRUST_CHUNK - 1) // TRUST_CHUNK
+    cstart = <Py_ssize_t*>PyMem_Malloc((ne + 1) * sizeof(Py_ssize_t))
+    part = <double*>PyMem_Malloc((2 * nch + 2) * sizeof(double))
+    own = <ScalarSet*>PyMem_Malloc((ne if ne else 1) * sizeof(ScalarSet))
+    if cstart == NULL or part == NULL or own == NULL:
+        PyMem_Free(cstart)
+        PyMem_Free(part)
+        PyMem_Free(own)
+        raise MemoryError()
+    with nogil:
+        if not in_order:
+            _trust_table(rule, e, ne, total, ss, nt, cstart, part, own)
+        else:
+            for i in range(ne):
+                one = e[i]
+                one.start = 0
+                _trust_table(rule, &one, 1, one.n, ss, 1, cstart, part, own)
+    PyMem_Free(cstart)
+    PyMem_Free(part)
+    PyMem_Free(own)
+    return 0
 
 
 cdef inline int _threads_cost(bint heavy, int requested, Py_ssize_t n) noexcept nogil:
@@ -331,6 +452,9 @@ cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_
     e.start = 0
     e.dbl = floating is double
     e.sc = 0
+    if TRUST[rule]:
+        _trust_step(rule, &e, 1, n, &ss, nt, False)
+        return
     with nogil:
         _run(rule, &e, 1, n, &ss, nt)
 
@@ -453,26 +577,29 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     cdef char* kbuf
     cdef const char* g0
     cdef const char* g1
-    cdef int b, w = MAX_STATE + 2
-    # the cache key: every parameter's and state buffer's pointer, and the byte size
+    cdef int b, w = MAX_STATE + 3
+    # the cache key: every parameter's, state buffer's and average's pointer, and the
+    # byte size
     key = bytes(ne * w * sizeof(Py_ssize_t))
     kbuf = <char*>key
     for k in range(ne):
         (<Py_ssize_t*>kbuf)[w * k] = <Py_ssize_t>e[k].p
         for b in range(MAX_STATE):
             (<Py_ssize_t*>kbuf)[w * k + 1 + b] = <Py_ssize_t>e[k].s[b]
+        (<Py_ssize_t*>kbuf)[w * k + w - 2] = <Py_ssize_t>e[k].avg
         (<Py_ssize_t*>kbuf)[w * k + w - 1] = nbytes[k]
     if len(cache) == 3 and cache[0] == key:
         written_overlap = cache[2]
         iv = <Interval*><char*>(<bytes>cache[1])
         m = len(<bytes>cache[1]) // sizeof(Interval)
     else:
-        ivs = bytes((1 + MAX_STATE) * ne * sizeof(Interval))
+        ivs = bytes((2 + MAX_STATE) * ne * sizeof(Interval))
         iv = <Interval*><char*>ivs
         for k in range(ne):
             m = _add_interval(iv, m, e[k].p, nbytes[k], k)
             for b in range(MAX_STATE):
                 m = _add_interval(iv, m, e[k].s[b], nbytes[k], k)
+            m = _add_interval(iv, m, e[k].avg, nbytes[k], k)
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for k in range(1, m):
             if iv[k].lo < iv[k - 1].hi:
@@ -576,6 +703,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef bint keyed = pacer is True
     cdef bint fixed = type(scalars) is tuple
     cdef bint paced_serial = False
+    cdef bint overlap = False
     rule &= ~EMA_BIT
     if rule < 0 or rule >= N_RULES:
         raise ValueError(f"no kernel id {rule}")
@@ -693,7 +821,9 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
 
         # -- 2. threads: none above one for overlapping arrays; the pacer's choice -------
         nt = _threads(rule, num_threads, work)
-        if nt > 1 and n > 1 and _cross_overlap(e, n, nbytes, cache):
+        # overlapping arrays: one thread, and a rule with a trust ratio array by array
+        overlap = n > 1 and (nt > 1 or TRUST[rule]) and _cross_overlap(e, n, nbytes, cache)
+        if overlap:
             nt = 1
         elif nt > 1 and keyed:
             nt = _pace_keyed(e[0].p, work, nt)
@@ -716,9 +846,13 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
         for k in range(nd):
             _fill_scalars(&ss[k], <tuple?>(<dict>scalars)[dsteps[k]], ema)
 
-        # -- 5. nothing can fail from here on ------------------------------------------
-        with nogil:
-            _run(rule, e, n, total, ss, nt)
+        # -- 5. nothing can fail from here on (but a trust rule's MemoryError, which
+        # comes before it writes) ---------------------------------------------------
+        if TRUST[rule]:
+            _trust_step(rule, e, n, total, ss, nt, overlap)
+        else:
+            with nogil:
+                _run(rule, e, n, total, ss, nt)
         for i in range(n):
             stepp[i][0] = steps[i]
         if not fixed:

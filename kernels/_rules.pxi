@@ -317,3 +317,37 @@ cdef inline void _rule_schedulefree_adamw(floating* p, floating g, floating* z, 
     v[0] = vi
     p[0] = (yi + ckp1 * (zi - yi)) + y_coef * u
     z[0] = zi - scheduled_lr * u
+
+
+# LAMB, a rule with a trust ratio (rules.Rule.trust_ratio): two functions, one per phase
+# of the engine's update of an array (_trust_step in _body.pxi). _norms_lamb, phase 1:
+# the moments, and the direction u it returns for the norms; _rule_lamb, phase 2 (the
+# dispatch's usual call): u again from the new moments (the same operations, so the same
+# bits), and the step by lr times the array's trust ratio (the engine's ``lr``).
+
+cdef inline floating _lamb_direction(floating pi, floating mi, floating vi,
+                                     floating eps_hat, floating wd,
+                                     floating scale) noexcept nogil:
+    # u = m_hat/(sqrt(v_hat) + eps) + wd*p in Adam's efficient form:
+    # scale*(m/(sqrt(v) + eps_hat)), scale = sqrt(1-b2**t)/(1-b1**t)
+    return _decayed(scale * (mi / (_sqrt(vi) + eps_hat)), pi, wd)
+
+
+cdef inline floating _norms_lamb(floating p, floating g, floating* m, floating* v,
+                                 floating beta1, floating one_minus_beta1, floating beta2,
+                                 floating one_minus_beta2, floating eps_hat, floating wd,
+                                 floating scale, floating lr) noexcept nogil:
+    cdef floating mi = beta1 * m[0] + one_minus_beta1 * g
+    cdef floating vi = beta2 * v[0] + one_minus_beta2 * (g * g)
+    m[0] = mi
+    v[0] = vi
+    return _lamb_direction(p, mi, vi, eps_hat, wd, scale)
+
+
+cdef inline void _rule_lamb(floating* p, floating g, floating* m, floating* v,
+                            floating beta1, floating one_minus_beta1, floating beta2,
+                            floating one_minus_beta2, floating eps_hat, floating wd,
+                            floating scale, floating trust_lr) noexcept nogil:
+    # phase 2: g is not read (the moments already hold it)
+    cdef floating pi = p[0]
+    p[0] = pi - trust_lr * _lamb_direction(pi, m[0], v[0], eps_hat, wd, scale)

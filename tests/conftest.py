@@ -29,6 +29,7 @@ HYPER = {
                    momentum_decay=0.01),
     # rho_t > 5 from step 6 on: runs of 10+ steps take both of RAdam's branches
     fo.RAdam: dict(lr=0.01, betas=(0.85, 0.99), eps=1e-7, weight_decay=0.01),
+    fo.LAMB: dict(lr=0.02, betas=(0.8, 0.99), eps=1e-5, weight_decay=0.01),
     # warmup over the first 3 steps, polynomial weighting: every scalar moves
     fo.ScheduleFreeAdamW: dict(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01,
                                warmup_steps=3, r=0.5, weight_lr_power=1.5),

@@ -53,7 +53,9 @@ def test_bench_rejects_bad_arguments(capsys):
 
 def test_bytes_per_element_matches_the_issue():
     assert [_bench.bytes_per_element(r, np.float32) for r in _bench.RULES] == \
-        [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28, 28]
+        [12, 20, 20, 20, 20, 28, 28, 28, 20, 28, 28, 28, 28, 40]
+    # LAMB's two phases: Adam's 28 bytes, then the parameter and both moments read again
+    assert _bench.bytes_per_element("lamb+ema", np.float32) == 48
     assert _bench.bytes_per_element("adam", np.float64) == 56
 
 

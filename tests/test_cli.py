@@ -18,7 +18,7 @@ from fastoptim.demo import datasets, loop, paths, plain, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 EIGHT = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW"]
-ALL = [*EIGHT, "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW"]
+ALL = [*EIGHT, "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW", "LAMB"]
 
 
 def read_csv(path):

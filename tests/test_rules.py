@@ -136,9 +136,11 @@ def test_nesterov_equals_sequel_form_and_not_the_early_book_form():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 # (AdamW and Lion decay the parameter; Schedule-Free AdamW adds weight_decay*y to the
-# normalised gradient, tested with its other hand-worked values below)
+# normalised gradient, LAMB to its direction u: tested with their other hand-worked
+# values below)
 @pytest.mark.parametrize("cls", [c for c in OPTIMIZERS
-                                 if c not in (fo.AdamW, fo.Lion, fo.ScheduleFreeAdamW)],
+                                 if c not in (fo.AdamW, fo.Lion, fo.ScheduleFreeAdamW,
+                                              fo.LAMB)],
                          ids=lambda c: c.__name__)
 def test_coupled_decay_is_gradient_plus_decay_times_param(cls, backend):
     """weight_decay=wd is exactly the rule fed with g + wd*p (computed in the dtype)."""
@@ -530,6 +532,68 @@ def test_variant_functions_in_the_functional_form():
     assert w.tolist() == v.tolist() and v[0] > 0
     with pytest.raises(TypeError, match="amsgrad"):  # the rule's own function has no option
         F.adam(p, np.ones(3), m, v, step=2, amsgrad=True)
+
+
+# -- LAMB (docs/rules.rst) ----------------------------------------------------------------
+
+def _lamb_by_hand(p, grads, lr, b1, b2, eps, wd):
+    """LAMB as the paper's Algorithm 2 writes it, in float64: explicit bias corrections,
+    np.linalg.norm, the ratio ||p||/||u|| (1 where a norm is 0)."""
+    p = np.array(p, dtype=np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        u = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd * p
+        wn, un = np.linalg.norm(p), np.linalg.norm(u)
+        p = p - lr * (wn / un if wn > 0 and un > 0 else 1.0) * u
+    return p
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lamb_is_the_papers_algorithm(backend):
+    rng = np.random.default_rng(11)
+    lr, b1, b2, eps, wd = 0.05, 0.8, 0.95, 1e-3, 0.1
+    ps = [rng.standard_normal(300), rng.standard_normal((9, 4)), np.zeros(10)]
+    grads = [[rng.standard_normal(p.shape) for _ in range(6)] for p in ps]
+    expected = [_lamb_by_hand(p, gs, lr, b1, b2, eps, wd) for p, gs in zip(ps, grads)]
+    opt = fo.LAMB(lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, backend=backend)
+    for step in range(6):
+        opt.update(ps, [gs[step] for gs in grads])
+    for p, e in zip(ps, expected):
+        np.testing.assert_allclose(p, e, rtol=1e-12, atol=1e-15)
+    # each array is its own layer: with one trust ratio for all three (the norms of
+    # their concatenation) the result would differ
+    flat = _lamb_by_hand(np.concatenate([q.ravel() for q in ps]),
+                         [np.concatenate([gs[s].ravel() for gs in grads]) for s in range(6)],
+                         lr, b1, b2, eps, wd)
+    assert not np.allclose(np.concatenate([p.ravel() for p in ps]), flat, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lamb_zero_gradient_shrinks_by_lr(dtype):
+    """g = 0 on the first step: m = v = 0, so u = wd*p, ||p||/||u|| = 1/wd and the step
+    is p <- p - lr*(1/wd)*wd*p = p*(1 - lr): the decay sits inside the normalised
+    direction (a decay outside it, AdamW's, would shrink by 1 - lr*wd)."""
+    p = np.linspace(-2, 3, 1001).astype(dtype)
+    p0 = p.copy()
+    fo.LAMB(lr=0.1, weight_decay=0.01).update([p], [np.zeros_like(p)])
+    np.testing.assert_allclose(p, p0 * (1 - 0.1), rtol=20 * np.finfo(dtype).eps)
+
+
+def test_lamb_ratio_is_one_where_a_norm_is_zero():
+    """A zero parameter (||p|| = 0) takes the plain step lr*u (apex's and timm's
+    convention, not 0 * u); a zero direction (g = 0, wd = 0) leaves it as it is."""
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal(500)
+    p = np.zeros(500)
+    fo.LAMB(lr=0.01, eps=1e-6).update([p], [g])
+    # step 1: m_hat = g, v_hat = g*g, so u = g/(|g| + eps)
+    np.testing.assert_allclose(p, -0.01 * g / (np.abs(g) + 1e-6), rtol=1e-12)
+    q = rng.standard_normal(500)
+    q0 = q.copy()
+    fo.LAMB(lr=0.01).update([q], [np.zeros(500)])
+    assert_same(q, q0)
 
 
 # -- Schedule-Free AdamW (docs/rules.rst) -------------------------------------------------

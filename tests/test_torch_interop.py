@@ -90,6 +90,10 @@ CASES = {
     # torch.optim has no Lion: LionOracle below, lucidrains' lion-pytorch step
     "Lion": (fo.Lion, dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1),
              lambda ps: LionOracle(ps, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)),
+    # torch.optim has no LAMB: LambOracle below, the paper's Algorithm 2
+    "LAMB": (fo.LAMB, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01),
+             lambda ps: LambOracle(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6,
+                                   weight_decay=0.01)),
 }
 
 
@@ -116,6 +120,34 @@ class LionOracle(torch.optim.Optimizer):
                 p.add_(update, alpha=-lr)
                 exp_avg.mul_(beta2).add_(p.grad, alpha=1 - beta2)
 
+class LambOracle(torch.optim.Optimizer):
+    """LAMB as the paper writes it (You et al. 2020, Algorithm 2, with bias correction,
+    as apex's FusedLAMB and timm's Lamb), in torch: u = m_hat/(sqrt(v_hat) + eps) +
+    wd*p, p <- p - lr*||p||/||u||*u (ratio 1 where a norm is 0). torch.optim has no
+    LAMB; pytorch-optimizer's differs in form (test_published_oracles.py)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, eps, wd, (beta1, beta2) = (group["lr"], group["eps"], group["weight_decay"],
+                                           group["betas"])
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                t, m, v = state["step"], state["m"], state["v"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                u = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps) + wd * p
+                w_norm, u_norm = torch.linalg.norm(p), torch.linalg.norm(u)
+                ratio = (w_norm / u_norm).item() if w_norm > 0 and u_norm > 0 else 1.0
+                p.add_(u, alpha=-lr * ratio)
+
+
 # Tolerances. fastoptim applies each rule in torch.optim's order except where the conventions of
 # docs/rules.rst say otherwise (Adam/AdamW in the paper's efficient form, AdaDelta with one square
 # root, Momentum storing lr*g), and torch's vectorised kernels may order some operations
@@ -141,6 +173,9 @@ class LionOracle(torch.optim.Optimizer):
 # 6.7e-16 (fastoptim's velocity holds lr-scaled steps, torch's g/avg times lr: one more
 # rounding per step; still 2.5x inside the float32 bound); mistakes (float32): amsgrad
 # ignored 7.5e-3 (Adam) and 1.1e-2 (AdamW), centered ignored 5.0e-2, momentum ignored 6.8e-1.
+# LAMB against LambOracle (the paper's form in torch: explicit bias corrections, torch's
+# norms): 3.0e-8 / 5.6e-17; mistakes (float32): the weight decay left out of u 1.8e-4, eps
+# 1e-8 instead of 1e-6 4.2e-4.
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
 
 

@@ -168,12 +168,24 @@ MANY = [(1000, 1000), (1000, 1), (1, 1)]
 def roofline_step(rule, n, dtype, threads):
     from fastoptim._dispatch import kernels
 
+    row = _row(rule)
     k = _inplace(rule)
     read = np.full(n, 1e-3, dtype)
     bufs = [np.zeros(n, dtype) for _ in range(k)]
     # the same thread count the rule's update would use for this size
     nt = kernels._effective_threads(n * np.dtype(dtype).itemsize // 4, threads,
-                                    _row(rule).cost == "heavy")
+                                    row.cost == "heavy")
+    if row.trust_ratio:
+        # two passes (rules.Rule.state_bytes): the first moves a rule's bytes without the
+        # average, the second the parameter read and written once more from one read
+        # (the phase's p, m, v read and p written: the same bytes), and the average
+        ema = "ema" in row.state
+        first, second = bufs[:k - ema], [bufs[0], *bufs[k - ema:]]
+
+        def two_passes():
+            kernels.stream(read, *first, num_threads=nt)
+            kernels.stream(read, *second, num_threads=nt)
+        return two_passes
     return lambda: kernels.stream(read, *bufs, num_threads=nt)
 
 

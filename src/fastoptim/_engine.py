@@ -341,9 +341,11 @@ if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.KERNEL_ROWS):
         f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.KERNEL_ROWS)}): "
         f"a stale build; rebuild the package (pip install . again)")
 
-if _kernels.EMA_FLAG != rules.EMA_FLAG:
-    raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG: a "
-                      "stale build; rebuild the package (pip install . again)")
+if (_kernels.EMA_FLAG, _kernels.SUM_CHUNK, _kernels.SUM_LANES) != (
+        rules.EMA_FLAG, reference.SUM_CHUNK, reference.SUM_LANES):
+    raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG or "
+                      "sum order than fastoptim.rules and fastoptim.reference: a stale "
+                      "build; rebuild the package (pip install . again)")
 
 COMPILED = CompiledEngine(_kernels)
 NUMPY = NumpyEngine()

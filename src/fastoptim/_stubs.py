@@ -28,6 +28,8 @@ _F = npt.NDArray[np.floating[Any]]
 TARGET: str
 RULE_NAMES: tuple[str, ...]
 EMA_FLAG: int
+SUM_CHUNK: int
+SUM_LANES: int
 
 {rules}
 def update_many(rule: int, params: dict[Any, Any] | list[Any] | tuple[Any, ...],

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import _clip, _core, _threading
+from . import _clip, _core, _threading, reference
 from ._typing import Backend, Grads
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_reference", "sum_of_squares_reference",
@@ -117,25 +117,9 @@ def _check_max_norm(max_norm):
 def sum_of_squares_reference(flats):
     """The sum of squares of every element of ``flats`` (1-D float32/float64 arrays), in
     float64, in the order of the compiled kernel: chunks of ``CHUNK`` elements of the
-    concatenation, ``LANES`` lanes per chunk, every sum taken left to right.
-
-    ``np.sum`` would use pairwise summation, a different order; ``np.cumsum`` (an
-    accumulate) is strictly sequential, so the last element of a cumulative sum is the
-    left-to-right sum. Zero padding of the last chunk adds ``+ 0.0`` to a non-negative
-    (or NaN) partial sum, which changes nothing.
-    """
-    x = np.concatenate([np.asarray(f, dtype=np.float64).reshape(-1) for f in flats]
-                       or [np.zeros(0)])
-    n = x.size
-    if n == 0:
-        return 0.0
-    sq = x * x                                           # exact for float32 inputs
-    nchunks = -(-n // CHUNK)
-    sq = np.concatenate([sq, np.zeros(nchunks * CHUNK - n)])
-    rows = sq.reshape(nchunks, CHUNK // LANES, LANES)    # element i of a chunk: lane i % LANES
-    lanes = np.cumsum(rows, axis=1)[:, -1, :]            # each lane, in index order
-    chunks = np.cumsum(lanes, axis=1)[:, -1]             # lanes 0, 1, ... in order
-    return float(np.cumsum(chunks)[-1])                  # chunks 0, 1, ... in order
+    concatenation, ``LANES`` lanes per chunk, every sum taken left to right
+    (:func:`fastoptim.reference.sum_of_squares`, the same order as LAMB's norms)."""
+    return reference.sum_of_squares(flats)
 
 
 def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = False,

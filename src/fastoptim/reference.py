@@ -20,12 +20,19 @@ Arrays may have any shape here (the kernels take flat views of the same memory);
 array of one call must have the same shape and dtype.
 """
 
+import math
+
 import numpy as np
+
+#: The deterministic sum of squares (:func:`sum_of_squares`): chunks of SUM_CHUNK
+#: elements, SUM_LANES float64 lanes per chunk (the kernels' and fastoptim.clip's).
+SUM_CHUNK = 4096
+SUM_LANES = 8
 
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
            "lion", "adamax", "nadam", "radam", "schedulefree_adamw", "adam_amsgrad",
            "adamw_amsgrad", "rmsprop_centered", "rmsprop_momentum",
-           "rmsprop_centered_momentum", "ema"]
+           "rmsprop_centered_momentum", "lamb", "ema", "sum_of_squares", "trust_ratio"]
 
 
 def _scalars(param, *values):
@@ -323,3 +330,63 @@ def ema(param, average, *, decay, one_minus_decay):
     d, omd = _scalars(param, decay, one_minus_decay)
     average *= d
     average += omd * param
+
+
+# The deterministic sum of squares: the order of the kernels' norms (LAMB's, and
+# fastoptim.clip's global norm), fixed by the data alone.
+
+def sum_of_squares(flats):
+    """The sum of squares of every element of ``flats`` (1-D float32/float64 arrays), in
+    float64, in the order of the compiled kernels: chunks of ``SUM_CHUNK`` elements of the
+    concatenation, ``SUM_LANES`` lanes per chunk (element i of a chunk in lane
+    i % SUM_LANES), every sum taken left to right from 0.0 -- each lane, then the lanes of
+    a chunk, then the chunks.
+
+    ``np.sum`` would use pairwise summation, a different order; ``np.cumsum`` (an
+    accumulate) is strictly sequential, so the last element of a cumulative sum is the
+    left-to-right sum. Zero padding of the last chunk adds ``+ 0.0`` to a non-negative
+    (or NaN) partial sum, which changes nothing.
+    """
+    x = np.concatenate([np.asarray(f, dtype=np.float64).reshape(-1) for f in flats]
+                       or [np.zeros(0)])
+    n = x.size
+    if n == 0:
+        return 0.0
+    sq = x * x                                           # exact for float32 inputs
+    nchunks = -(-n // SUM_CHUNK)
+    sq = np.concatenate([sq, np.zeros(nchunks * SUM_CHUNK - n)])
+    rows = sq.reshape(nchunks, SUM_CHUNK // SUM_LANES, SUM_LANES)
+    lanes = np.cumsum(rows, axis=1)[:, -1, :]            # each lane, in index order
+    chunks = np.cumsum(lanes, axis=1)[:, -1]             # lanes 0, 1, ... in order
+    return float(np.cumsum(chunks)[-1])                  # chunks 0, 1, ... in order
+
+
+def trust_ratio(param_sumsq, update_sumsq):
+    """||p||/||u|| from the two sums of squares, as the kernels compute it: 1.0 where
+    either is 0, NaN where either is NaN."""
+    if param_sumsq == 0.0 or update_sumsq == 0.0:
+        return 1.0
+    return math.sqrt(param_sumsq) / math.sqrt(update_sumsq)
+
+
+def _lamb_direction(param, exp_avg, exp_avg_sq, eps_hat, wd, scale):
+    u = scale * (exp_avg / (np.sqrt(exp_avg_sq) + eps_hat))
+    return _decayed(u, param, wd)
+
+
+def lamb(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
+         one_minus_beta2, eps_hat, weight_decay, scale, lr, num_threads=0):
+    """m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*(g*g) ;
+    u = scale*(m/(sqrt(v) + eps_hat)) + wd*p ; p <- p - (lr*||p||/||u||)*u, the norms of
+    the whole array (:func:`sum_of_squares`, :func:`trust_ratio`), ||p|| before the step."""
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, wd,
+     scale) = _scalars(param, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
+                       weight_decay, scale)
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (grad * grad)
+    u = _lamb_direction(param, exp_avg, exp_avg_sq, eps_hat, wd, scale)
+    ratio = trust_ratio(sum_of_squares([param]), sum_of_squares([u]))
+    (trust_lr,) = _scalars(param, lr * ratio)
+    param -= trust_lr * u

@@ -388,6 +388,24 @@ def _radam_scalars(*, lr, betas, eps, weight_decay):
     return at
 
 
+# LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in
+# 76 minutes", Algorithm 2, as NVIDIA's apex FusedLAMB and timm's Lamb with bias
+# correction): m and v as Adam's, the direction u = m_hat/(sqrt(v_hat) + eps) + wd*p, and
+# p <- p - lr * ||p||/||u|| * u. In Adam's efficient form, with s = sqrt(1-b2**t)/(1-b1**t)
+# and eps_hat = eps*sqrt(1-b2**t): u = s*(m/(sqrt(v) + eps_hat)) + wd*p. The trust ratio
+# is the engine's (the norms of the whole array come before any element is stepped): it
+# multiplies the last scalar, lr.
+
+def _lamb_scalars(*, lr, betas, eps, weight_decay):
+    beta1, beta2 = betas
+    head = (beta1, 1.0 - beta1, beta2, 1.0 - beta2)
+
+    def at(step):
+        bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        return (*head, eps * bc2_sqrt, weight_decay, bc2_sqrt / (1.0 - beta1 ** step), lr)
+    return at
+
+
 # Schedule-Free AdamW (Defazio et al. 2024, as the authors' schedulefree.AdamWScheduleFree,
 # inner momentum 0): per step k (counted from 0 per optimizer, not per parameter),
 # sched = (k+1)/warmup_steps while k < warmup_steps else 1, lr_k = lr*sched,
@@ -471,8 +489,13 @@ class Rule(_Row):
     Schedule-Free's optimizer-level state and has ``eval()``/``train()``; see
     ``fastoptim.optimizers.ScheduleFree``), ``variant_of`` (for a row of
     :data:`VARIANTS`: (the name of its rule in :data:`RULES`, the structural options it
-    stands for)) and ``takes`` (the structural options its ``step_scalars`` takes, e.g.
-    RMSprop's ``momentum`` in its momentum variants; the others are left out).
+    stands for)), ``takes`` (the structural options its ``step_scalars`` takes, e.g.
+    RMSprop's ``momentum`` in its momentum variants; the others are left out),
+    ``ema_of`` (for a row made by :meth:`with_ema`: the row it extends) and
+    ``trust_ratio`` (a layer-wise rule such as LAMB: each update is two phases per
+    array -- the state and the norms ``||p||``, ``||u||`` of the parameter and of the
+    update direction, then the parameter stepped by its last kernel scalar times
+    ``||p||/||u||`` (1 where either norm is 0); see docs/rules.rst).
     """
 
     _fields = (("name", _REQUIRED), ("class_name", _REQUIRED), ("doc", _REQUIRED),
@@ -482,7 +505,7 @@ class Rule(_Row):
                ("cost", _REQUIRED), ("stepped", False), ("base", None), ("notes", ""),
                ("torch", ()), ("stepped_by", ()), ("state_init", None),
                ("schedule_free", False), ("variant_of", None), ("takes", ()),
-               ("ema_of", None))
+               ("ema_of", None), ("trust_ratio", False))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -609,8 +632,11 @@ class Rule(_Row):
 
     def state_bytes(self, itemsize):
         """Bytes of memory one ``update`` moves per element: the parameter read and
-        written, the gradient read, each state buffer read and written."""
-        return itemsize * (3 + 2 * len(self.state))
+        written, the gradient read, each state buffer read and written; for a
+        ``trust_ratio`` rule, the parameter and the state read again in the second
+        phase."""
+        again = 1 + len(self.state) - ("ema" in self.state) if self.trust_ratio else 0
+        return itemsize * (3 + 2 * len(self.state) + again)
 
 
 RULES = (
@@ -820,6 +846,27 @@ RULES = (
                "``opt.train(params)`` back to ``y``; ``update`` refuses to run in eval "
                "mode. The optimizer starts in train mode (the authors' starts in eval "
                "mode and needs ``train()`` first; here that call is harmless)."),
+    Rule("lamb", "LAMB", "LAMB (You et al. 2020): Adam's direction, scaled per array by "
+         "the trust ratio ||p||/||u||.",
+         "m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ; "
+         "u <- m_hat/(sqrt(v_hat) + eps) + weight_decay*p ; p <- p - lr*||p||/||u||*u",
+         ("exp_avg", "exp_avg_sq"),
+         {"exp_avg": "the first moment ``m``", "exp_avg_sq": "the second moment ``v``"},
+         (_lr(1e-3), _BETAS, _eps(1e-6, "Added to ``sqrt(v_hat)`` (the paper's and apex's "
+                                        "1e-6)."),
+          Hyper("weight_decay", 0.0, check_nonneg,
+                "Decoupled decay inside the direction: ``weight_decay*p`` is added to "
+                "``u`` before its norm (the paper's ``r + lambda*x``).")), 2,
+         _lamb_scalars, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps_hat",
+                         "weight_decay", "scale", "lr"), "heavy", stepped=True,
+         trust_ratio=True,
+         notes="``m_hat = m/(1-b1**t)``, ``v_hat = v/(1-b2**t)``; the norms are of the "
+               "whole array (its layer), ``||p||`` before the step; the ratio is 1 where "
+               "either norm is 0 (as apex and timm), NaN where one is NaN. Each update "
+               "is two passes over each array: the moments and both norms, then the "
+               "step (the norms must be known before any element moves). No gradient "
+               "clipping is built in: apex's ``max_grad_norm`` is "
+               "``fastoptim.clip_grad_norm`` before ``update``."),
 )
 
 _EMA_DOC = "the exponential moving average ``a`` of the parameter (``ema``)"

@@ -31,7 +31,7 @@ import numpy as np
 from .. import rules
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "AdaDelta", "Adam", "AdamW",
-           "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW", "PLAIN",
+           "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW", "LAMB", "PLAIN",
            "plain_optimizer"]
 
 
@@ -492,11 +492,45 @@ class ScheduleFreeAdamW:
         self.train_mode = True
 
 
+class LAMB(_Averaged):
+    """``m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g*g ;
+    u = m_hat/(sqrt(v_hat) + eps) + weight_decay*p ; p <- p - lr*||p||/||u||*u``, the norms
+    of each array (the paper's Algorithm 2)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+                 ema=0.0, maximize=False):
+        self.lr = lr
+        self.maximize = maximize
+        self.ema = ema
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.t = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self.t += 1
+        for key in params:
+            g = -grads[key] if self.maximize else grads[key]
+            self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
+            self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
+            m_hat = self.m[key] / (1 - self.beta1 ** self.t)
+            v_hat = self.v[key] / (1 - self.beta2 ** self.t)
+            u = m_hat / (np.sqrt(v_hat) + self.eps) + self.weight_decay * params[key]
+            w_norm, u_norm = np.linalg.norm(params[key]), np.linalg.norm(u)
+            ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            params[key] -= self.lr * ratio * u
+
+
 #: Class name -> the plain NumPy class of that rule; every rule of the table has one
 #: (``tests/test_plain.py`` checks).
 PLAIN = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, AdaDelta,
                                        Adam, AdamW, Lion, Adamax, NAdam, RAdam,
-                                       ScheduleFreeAdamW)}
+                                       ScheduleFreeAdamW, LAMB)}
 
 
 def plain_optimizer(name, **hyper):

@@ -20,47 +20,48 @@ HYPER = {
         "RMSprop": dict(lr=0.001), "AdaDelta": dict(lr=1.0),
         "Adam": dict(lr=0.002), "AdamW": dict(lr=0.002, weight_decay=0.05),
         "Lion": dict(lr=2e-4, weight_decay=0.5), "Adamax": dict(lr=0.004),
-        "NAdam": dict(lr=0.002), "RAdam": dict(lr=0.002)},
+        "NAdam": dict(lr=0.002), "RAdam": dict(lr=0.002), "LAMB": dict(lr=0.01)},
     "demo/apartment": {
         "SGD": dict(lr=0.1), "Momentum": dict(lr=0.01, momentum=0.9),
         "Nesterov": dict(lr=0.01, momentum=0.9), "AdaGrad": dict(lr=0.1),
         "RMSprop": dict(lr=0.01), "AdaDelta": dict(lr=1.0),
         "Adam": dict(lr=0.01), "AdamW": dict(lr=0.01, weight_decay=0.01),
         "Lion": dict(lr=0.001), "Adamax": dict(lr=0.02), "NAdam": dict(lr=0.01),
-        "RAdam": dict(lr=0.01)},
+        "RAdam": dict(lr=0.01), "LAMB": dict(lr=0.01)},
     "paths/book": {
         "SGD": dict(lr=0.95), "Momentum": dict(lr=0.1), "Nesterov": dict(lr=0.1),
         "AdaGrad": dict(lr=1.5), "RMSprop": dict(lr=0.3),
         "AdaDelta": dict(lr=1.0, eps=1e-1), "Adam": dict(lr=0.3),
         "AdamW": dict(lr=0.3, weight_decay=0.1), "Lion": dict(lr=0.3),
         "Adamax": dict(lr=0.3), "NAdam": dict(lr=0.3), "RAdam": dict(lr=1.0),
-        "ScheduleFreeAdamW": dict(lr=1.0)},
+        "ScheduleFreeAdamW": dict(lr=1.0), "LAMB": dict(lr=0.1)},
     "paths/rosenbrock": {
         "SGD": dict(lr=1e-3), "Momentum": dict(lr=1e-3), "Nesterov": dict(lr=1e-3),
         "AdaGrad": dict(lr=1.0), "RMSprop": dict(lr=0.005),
         "AdaDelta": dict(lr=1.0, rho=0.99, eps=1e-5), "Adam": dict(lr=0.05),
         "AdamW": dict(lr=0.05, weight_decay=0.01), "Lion": dict(lr=0.01),
         "Adamax": dict(lr=0.3), "NAdam": dict(lr=0.03), "RAdam": dict(lr=0.005),
-        "ScheduleFreeAdamW": dict(lr=0.1)},
+        "ScheduleFreeAdamW": dict(lr=0.1), "LAMB": dict(lr=0.01)},
     "paths/beale": {
         "SGD": dict(lr=0.01), "Momentum": dict(lr=0.002), "Nesterov": dict(lr=0.002),
         "AdaGrad": dict(lr=0.5), "RMSprop": dict(lr=0.01),
         "AdaDelta": dict(lr=1.0, rho=0.99, eps=1e-4), "Adam": dict(lr=0.05),
         "AdamW": dict(lr=0.05, weight_decay=0.01), "Lion": dict(lr=0.03),
         "Adamax": dict(lr=0.3), "NAdam": dict(lr=0.05), "RAdam": dict(lr=0.01),
-        "ScheduleFreeAdamW": dict(lr=0.1)},
+        "ScheduleFreeAdamW": dict(lr=0.1), "LAMB": dict(lr=0.05)},
     "paths/saddle": {
         "SGD": dict(lr=0.05), "Momentum": dict(lr=0.01), "Nesterov": dict(lr=0.01),
         "AdaGrad": dict(lr=0.3), "RMSprop": dict(lr=0.05),
         "AdaDelta": dict(lr=1.0, eps=1e-2), "Adam": dict(lr=0.1),
         "AdamW": dict(lr=0.1, weight_decay=0.01), "Lion": dict(lr=0.03),
         "Adamax": dict(lr=0.1), "NAdam": dict(lr=0.1), "RAdam": dict(lr=0.1),
-        "ScheduleFreeAdamW": dict(lr=0.03)},
+        "ScheduleFreeAdamW": dict(lr=0.03), "LAMB": dict(lr=0.05)},
 }
 
 #: Left out of ``fastoptim paths`` unless asked for (``--optimizers``): the seven rules
 #: of the lecture notes are drawn by default.
-PATHS_NOT_BY_DEFAULT = ("AdamW", "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW")
+PATHS_NOT_BY_DEFAULT = ("AdamW", "Lion", "Adamax", "NAdam", "RAdam", "ScheduleFreeAdamW",
+                        "LAMB")
 
 #: Line colours by class name (matplotlib's tab10, as before the table existed); a rule
 #: without one gets a colour of tab20 by its position in the table (:func:`color`).

@@ -112,12 +112,12 @@ include "_dispatch.pxi"
 # Layer 3: the engine over a table of arrays
 # ---------------------------------------------------------------------------------------
 
-# A kernel id with this bit set: the rule, then the parameters' moving average
-# a <- d*a + (1-d)*p over each block of elements just stepped (fastoptim.rules.EMA_FLAG,
-# which fastoptim checks against EMA_FLAG here at import).
+# A kernel id with this bit set: the rule and the parameters' moving average
+# a <- d*a + (1-d)*p of each element just stepped, in the rule's loop
+# (fastoptim.rules.EMA_FLAG, which fastoptim checks against EMA_FLAG here at import).
 cdef enum:
     EMA_BIT = 1024
-    EMA_BLOCK = 2048   # elements per block: the parameter is read back from L1/L2
+    MEAN_BLOCK = 2048  # elements per block of a mean of gradients (update_many's means)
 EMA_FLAG = EMA_BIT
 
 ctypedef struct Entry:
@@ -125,6 +125,7 @@ ctypedef struct Entry:
     char* g            # gradient data (read)
     char* s[MAX_STATE]  # state buffers (written), NULL past the rule's count
     char* avg          # the moving average (written), NULL without ema
+    char* acc          # with a mean: the accumulated gradients (read), else NULL
     Py_ssize_t n       # elements
     Py_ssize_t start   # index of its first element in the concatenation of the table
     int dbl            # 1: float64, 0: float32
@@ -132,9 +133,10 @@ ctypedef struct Entry:
 
 ctypedef struct ScalarSet:
     # the rule's scalars, then at MAX_SCALARS the gradient's sign (rules.Rule.stepper),
-    # at MAX_SCALARS + 1 and + 2 the moving average's decay and 1 - decay (0 without ema)
-    double d[MAX_SCALARS + 3]
-    float f[MAX_SCALARS + 3]
+    # at MAX_SCALARS + 1 and + 2 the moving average's decay and 1 - decay (0 without ema),
+    # at MAX_SCALARS + 3 the divisor of a mean of gradients (update_many's ``means``)
+    double d[MAX_SCALARS + 4]
+    float f[MAX_SCALARS + 4]
 
 
 cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
@@ -151,38 +153,42 @@ cdef inline Py_ssize_t _first_entry(const Entry* e, Py_ssize_t ne,
     return left
 
 
-cdef void _ema_range(const floating* p, floating* avg, Py_ssize_t n,
-                     const floating* sc) noexcept nogil:
-    """The moving average of n parameter elements just stepped: a <- d*a + (1-d)*p
-    (each product rounded, then the sum: as fastoptim.reference.ema)."""
+cdef inline void _mean_range(floating* out, const floating* acc, const floating* g,
+                             Py_ssize_t n, const floating* sc) noexcept nogil:
+    """out = (acc + g)/k, k = sc[MAX_SCALARS + 3]: the mean of accumulated gradients
+    and the last one, each sum rounded, then the division (fastoptim.Accumulate's
+    np.add then np.divide)."""
     cdef Py_ssize_t i
-    cdef floating d = sc[MAX_SCALARS + 1]
-    cdef floating omd = sc[MAX_SCALARS + 2]
+    cdef floating k = sc[MAX_SCALARS + 3]
     for i in range(n):
-        avg[i] = d * avg[i] + omd * p[i]
+        out[i] = (acc[i] + g[i]) / k
 
 
 cdef inline void _entry_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t b,
                               const floating* sc) noexcept nogil:
-    """Elements [a, b) of one entry (its dtype is ``floating``): the rule, and with a
-    moving average, block by block, each block's average right after its step."""
+    """Elements [a, b) of one entry (its dtype is ``floating``): the rule (and the
+    moving average, in its loop); with a mean of gradients, block by block while the
+    block is in cache: the block's mean into a buffer the rule reads as its gradient,
+    then the block's step."""
     cdef int j
     cdef Py_ssize_t c, c1
     cdef floating* st[MAX_STATE]
     cdef floating* p = <floating*>e.p
     cdef const floating* g = <const floating*>e.g
-    if e.avg == NULL:
+    cdef floating* avg = <floating*>e.avg
+    cdef floating mean[MEAN_BLOCK]
+    if e.acc == NULL:
         for j in range(MAX_STATE):
             st[j] = <floating*>e.s[j] + a if e.s[j] != NULL else NULL
-        _range(rule, p + a, g + a, st, b - a, sc)
+        _range(rule, p + a, g + a, st, b - a, sc, avg + a if avg != NULL else NULL)
         return
     c = a
     while c < b:
-        c1 = c + EMA_BLOCK if b - c > EMA_BLOCK else b
+        c1 = c + MEAN_BLOCK if b - c > MEAN_BLOCK else b
         for j in range(MAX_STATE):
             st[j] = <floating*>e.s[j] + c if e.s[j] != NULL else NULL
-        _range(rule, p + c, g + c, st, c1 - c, sc)
-        _ema_range(p + c, <floating*>e.avg + c, c1 - c, sc)
+        _mean_range(mean, <const floating*>e.acc + c, g + c, c1 - c, sc)
+        _range(rule, p + c, mean, st, c1 - c, sc, avg + c if avg != NULL else NULL)
         c = c1
 
 
@@ -234,6 +240,8 @@ cdef void _norm_chunks(int rule, const Entry* e, const Py_ssize_t* cstart, Py_ss
     cdef int j
     cdef double* sd[MAX_STATE]
     cdef float* sf[MAX_STATE]
+    cdef double md[TRUST_CHUNK]  # a chunk's mean of gradients (update_many's means)
+    cdef float mf[TRUST_CHUNK]
     if k0 >= k1:
         return
     while right - left > 1:  # the last entry with cstart <= k0
@@ -251,13 +259,25 @@ cdef void _norm_chunks(int rule, const Entry* e, const Py_ssize_t* cstart, Py_ss
         if e[i].dbl:
             for j in range(MAX_STATE):
                 sd[j] = <double*>e[i].s[j] + a if e[i].s[j] != NULL else NULL
-            _norms_range(rule, <const double*>e[i].p + a, <const double*>e[i].g + a, sd,
-                         b - a, ss[e[i].sc].d, part + 2 * k)
+            if e[i].acc != NULL:
+                _mean_range(md, <const double*>e[i].acc + a, <const double*>e[i].g + a,
+                            b - a, ss[e[i].sc].d)
+                _norms_range(rule, <const double*>e[i].p + a, md, sd, b - a,
+                             ss[e[i].sc].d, part + 2 * k)
+            else:
+                _norms_range(rule, <const double*>e[i].p + a, <const double*>e[i].g + a,
+                             sd, b - a, ss[e[i].sc].d, part + 2 * k)
         else:
             for j in range(MAX_STATE):
                 sf[j] = <float*>e[i].s[j] + a if e[i].s[j] != NULL else NULL
-            _norms_range(rule, <const float*>e[i].p + a, <const float*>e[i].g + a, sf,
-                         b - a, ss[e[i].sc].f, part + 2 * k)
+            if e[i].acc != NULL:
+                _mean_range(mf, <const float*>e[i].acc + a, <const float*>e[i].g + a,
+                            b - a, ss[e[i].sc].f)
+                _norms_range(rule, <const float*>e[i].p + a, mf, sf, b - a,
+                             ss[e[i].sc].f, part + 2 * k)
+            else:
+                _norms_range(rule, <const float*>e[i].p + a, <const float*>e[i].g + a,
+                             sf, b - a, ss[e[i].sc].f, part + 2 * k)
 
 
 cdef void _trust_table(int rule, Entry* e, Py_ssize_t ne, Py_ssize_t total,
@@ -360,6 +380,8 @@ cdef void _fill_scalars(ScalarSet* s, tuple values, bint ema=False) except *:
     for i in range(3):
         s.d[MAX_SCALARS + i] = values[n + i] if i == 0 or ema else 0.0
         s.f[MAX_SCALARS + i] = <float>s.d[MAX_SCALARS + i]
+    s.d[MAX_SCALARS + 3] = 1.0  # update_many sets a mean's divisor
+    s.f[MAX_SCALARS + 3] = 1.0
 
 
 # The non-finite check of the guarded mode: does any gradient element hold NaN or Inf?
@@ -448,6 +470,7 @@ cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_
     for k in range(MAX_STATE):
         e.s[k] = <char*>s[k]
     e.avg = NULL
+    e.acc = NULL
     e.n = n
     e.start = 0
     e.dbl = floating is double
@@ -637,7 +660,7 @@ cdef object _NO_KEY = object()  # a plan position that names no key yet (None is
 
 def update_many(int rule, object params, object grads, dict slots, object scalars,
                 int num_threads, list cache, list plan, list steps_out,
-                bint skip_nonfinite=False, object pacer=None):
+                bint skip_nonfinite=False, object pacer=None, object means=None):
     """Update every parameter of one call in one pass over memory -- or, when anything
     is not as the fast path takes it, write nothing and say what (fastoptim._engine
     runs the transaction around this call; nothing here calls back into Python).
@@ -665,6 +688,12 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
         PACER_BYTES owned by the caller, or True (the pacer keyed by the first
         parameter's address): the adaptive policy (see _pacer.pxi) then decides, call
         by call, between one thread and those asked for.
+    means: None, or (accumulators, k): a list, one array per position of ``params``
+        (its parameter's dtype, shape and memory order, memory the call does not
+        write), and an int k >= 1; the rule then takes (accumulator + gradient)/k as
+        each gradient, computed block by block in the pass (fastoptim.Accumulate's
+        stepping call). Not with skip_nonfinite (the guard checks gradients, not
+        means): the caller computes the means first then.
 
     Returns True (applied) or False (skipped by the guard), or, with nothing written,
     a pair (rejected, missing): ``rejected`` the positions whose arrays or state the fast
@@ -704,11 +733,18 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef bint fixed = type(scalars) is tuple
     cdef bint paced_serial = False
     cdef bint overlap = False
+    cdef list accs = None
+    cdef double divisor = 1.0
+    cdef char* adata = NULL
     rule &= ~EMA_BIT
     if rule < 0 or rule >= N_RULES:
         raise ValueError(f"no kernel id {rule}")
     nrule = N_STATE[rule]
     nstate = nrule + (1 if ema else 0)  # the record's buffers: the rule's, then ema
+    if means is not None:
+        accs, divisor = means
+        if len(accs) != n or not divisor >= 1.0 or skip_nonfinite:
+            raise ValueError("internal error: bad means for update_many")
     if n == 0:
         steps_out.clear()
         return True
@@ -760,6 +796,11 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                         and _disjoint(sdata[k], pi.nbytes, pi.data, pi.nbytes)
                     for j in range(k):
                         ok = ok and _disjoint(sdata[k], pi.nbytes, sdata[j], pi.nbytes)
+            if ok and accs is not None:
+                ok = _like(accs[i], &pi, False, &adata) \
+                    and _disjoint(adata, pi.nbytes, pi.data, pi.nbytes)
+                for k in range(nstate):
+                    ok = ok and _disjoint(adata, pi.nbytes, sdata[k], pi.nbytes)
             if ok:
                 box = (<list>slot)[0]
                 ok = (cnp.PyArray_CheckExact(box)
@@ -777,6 +818,7 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             for k in range(MAX_STATE):
                 e[i].s[k] = sdata[k] if k < nrule else NULL
             e[i].avg = sdata[nrule] if ema else NULL
+            e[i].acc = adata if accs is not None else NULL
             e[i].n = pi.size
             e[i].start = total
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
@@ -845,6 +887,10 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             _fill_scalars(&ss[0], <tuple>scalars, ema)
         for k in range(nd):
             _fill_scalars(&ss[k], <tuple?>(<dict>scalars)[dsteps[k]], ema)
+        if accs is not None:
+            for k in range(1 if fixed else nd):
+                ss[k].d[MAX_SCALARS + 3] = divisor
+                ss[k].f[MAX_SCALARS + 3] = <float>divisor
 
         # -- 5. nothing can fail from here on (but a trust rule's MemoryError, which
         # comes before it writes) ---------------------------------------------------

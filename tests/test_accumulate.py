@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import schedules
+from fastoptim import accumulate, schedules
 
 from conftest import HYPER, OPTIMIZERS, assert_same
 
@@ -99,6 +99,83 @@ def test_equals_the_optimizer_on_the_means(cls, k, dtype, kind):
             assert_same(params[key], ref_params[key])
     assert_tree_same(acc.optimizer.state_dict(), ref.state_dict())
     assert params["F"].flags.f_contiguous  # updated in place, in its layout
+
+
+def _never_computed(monkeypatch):
+    """Make the NumPy means fail: the stepping call must take the fused path."""
+    def refuse(self, like=None):
+        raise AssertionError("the means were computed in NumPy, not in the fused pass")
+    monkeypatch.setattr(accumulate._Mean, "computed", refuse)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_the_stepping_call_is_fused(cls, dtype, num_threads, monkeypatch, target):
+    """The compiled engine makes the means inside the optimizer's pass once the optimizer
+    has state (the accumulators are read, not written: they still hold the first k-1
+    sums), on every CPU target and
+    at any thread count (9000 and 5000 elements: several blocks, split between threads),
+    bit-identical to the optimizer on the means -- with ema too, and LAMB's two phases."""
+    _kernels = fo._dispatch.kernels
+    old = _kernels.set_parallel_thresholds(light=0, heavy=0)
+    try:
+        rng = np.random.default_rng(4)
+        p = {"a": rng.standard_normal(9000).astype(dtype),
+             "b": np.asfortranarray(rng.standard_normal((50, 100)).astype(dtype))}
+        q = {k: v.copy(order="K") for k, v in p.items()}
+        extra = {} if cls is fo.ScheduleFreeAdamW else {"ema": 0.9}
+        acc = fo.Accumulate(cls(**HYPER[cls], **extra, num_threads=num_threads), steps=3)
+        ref = cls(**HYPER[cls], **extra)
+        for cycle in range(3):
+            if cycle == 1:  # the first made the state (the Python path): fused from now
+                _never_computed(monkeypatch)
+            gs = [{k: np.array(rng.standard_normal(v.shape), dtype, order="K" if k == "a"
+                               else "F") for k, v in p.items()} for _ in range(3)]
+            for g in gs:
+                acc.update(p, g)
+            ref.update(q, means_of(gs))
+            for k in p:  # fused: the accumulators still hold the first two's sum
+                if cycle:
+                    assert_same(acc._acc[k], np.add(gs[0][k], gs[1][k]))
+        for k in p:
+            assert_same(p[k], q[k])
+        assert_tree_same(acc.optimizer.state_dict(), ref.state_dict())
+    finally:
+        _kernels.set_parallel_thresholds(**old)
+
+
+@pytest.mark.parametrize("how", ["numpy backend", "skip_nonfinite", "strided gradient",
+                                 "gradient is its parameter"])
+def test_the_other_paths_compute_the_means_first(how, monkeypatch):
+    """Where the fast path cannot fuse the mean, the means are made in NumPy (into the
+    accumulators) and the optimizer runs on them: the same bits."""
+    rng = np.random.default_rng(6)
+    p, q = {"w": rng.standard_normal(300)}, None
+    q = {"w": p["w"].copy()}
+    opt_kw = {"backend": "numpy"} if how == "numpy backend" else (
+        {"skip_nonfinite": True} if how == "skip_nonfinite" else {})
+    acc, ref = fo.Accumulate(fo.Adam(lr=0.01, **opt_kw), steps=2), fo.Adam(lr=0.01)
+    calls = []
+    real = accumulate._Mean.computed
+
+    def counted(self, like=None):
+        calls.append(how)
+        return real(self, like)
+    monkeypatch.setattr(accumulate._Mean, "computed", counted)
+    g1 = rng.standard_normal(300)
+    if how == "strided gradient":
+        g2 = rng.standard_normal(600)[::2]
+    elif how == "gradient is its parameter":
+        g2 = p["w"]
+    else:
+        g2 = rng.standard_normal(300)
+    expected = means_of([{"w": g1}, {"w": np.array(g2)}])
+    acc.update(p, {"w": g1})
+    assert acc.update(p, {"w": g2})
+    ref.update(q, expected)
+    assert calls == [how]
+    assert_same(p["w"], q["w"])
 
 
 @pytest.mark.parametrize("backend", ["compiled", "numpy"])

@@ -283,7 +283,8 @@ class CompiledEngine:
     @property
     def fast(self):
         """update_many(rule id, params, grads, slots, scalars, num_threads, cache, plan,
-        steps_out, skip_nonfinite, pacer): the whole step, or what it did not take."""
+        steps_out, skip_nonfinite, pacer, means=None): the whole step, or what it did
+        not take (``means``: fastoptim.Accumulate's mean of gradients, fused)."""
         return self.kernels.update_many
 
     run = fast  # after the Python path, the same call takes every array
@@ -298,7 +299,7 @@ class NumpyEngine:
     name = "numpy"
 
     def fast(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out,
-             skip, pacer):
+             skip, pacer, means=None):
         return (list(range(len(params))), [])  # every array down the Python path
 
     def run(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,

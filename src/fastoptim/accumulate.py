@@ -13,10 +13,13 @@ True
 
 The arithmetic, which is the specification: the accumulator of each parameter is one
 buffer of the parameter's dtype, shape and memory order. The first call of a cycle copies
-the gradient into it, calls 2 to ``steps`` add theirs in call order (``np.add(acc, g,
-out=acc)``), and the last call then divides once (``np.divide(acc, steps, out=acc)``) and
-hands these means to ``optimizer.update(params, means)``. The result is bit-identical to
-running the optimizer on means computed that way; the sum is in the parameter's dtype.
+the gradient into it, calls 2 to ``steps - 1`` add theirs in call order (``np.add(acc, g,
+out=acc)``), and the last call steps the optimizer with the means ``(acc + g)/steps``
+(each sum rounded, then the division: ``np.add`` then ``np.divide``). The compiled engine
+computes them inside the optimizer's fused pass, block by block, never writing them; the
+NumPy engine (and any call the fast path does not take) computes them into the
+accumulators first, then calls the optimizer on them: bit-identical either way, and to
+running the optimizer on means computed that way. The sum is in the parameter's dtype.
 
 This module is a layer on top of the optimizer classes; nothing else in the package
 imports it.
@@ -58,6 +61,35 @@ def _fits(buf, shape, dtype, order):
             and (buf.flags.c_contiguous if order == "C" else buf.flags.f_contiguous))
 
 
+class _Mean:
+    """The stepping call's gradients, (accumulator + last gradient)/k per parameter, for
+    ``Optimizer.update``: ``fused`` is what the compiled fast path takes to compute them
+    inside its pass (the accumulators in the call's order, and k); ``computed()`` makes
+    them in NumPy, into the accumulators, for every other path, and returns them in
+    the container ``update`` expects."""
+
+    def __init__(self, acc, checked, k, params):
+        self._acc, self._checked, self._k, self._params = acc, checked, k, params
+        self.fused = ([acc[key] for key, _, _, _ in checked], k)
+        self._done = False
+
+    def computed(self, like=None):
+        """The means, in a container like ``like`` (the params ``update`` runs on: a dict
+        by key, a list by position), by default like the caller's params."""
+        acc = self._acc
+        if not self._done:
+            for key, _, _, g in self._checked:
+                np.add(acc[key], g, out=acc[key])
+                np.divide(acc[key], self._k, out=acc[key])
+            self._done = True
+        like = self._params if like is None else like
+        if isinstance(like, np.ndarray) or _single_producer(like):
+            return acc[0]
+        if isinstance(like, Mapping):
+            return {key: acc[key] for key in like}
+        return [acc[i] for i in range(len(acc))]
+
+
 class Accumulate:
     """Accumulate gradients over ``steps`` calls of :meth:`update`; step ``optimizer``
     with their mean on the last call of each cycle.
@@ -75,11 +107,12 @@ class Accumulate:
     Notes
     -----
     Arithmetic (the specification): per parameter one accumulator buffer of its dtype,
-    shape and memory order; call 1 of a cycle copies ``g``, calls 2..``steps`` add
-    theirs in call order (``np.add(acc, g, out=acc)``), the last call divides once
-    (``np.divide(acc, steps, out=acc)``) and runs ``optimizer.update(params, means)``;
-    then the cycle starts again. The sum is in the parameter's dtype, so it overflows
-    to ``inf`` where ``|g|`` is near the dtype's maximum over ``steps``.
+    shape and memory order; call 1 of a cycle copies ``g``, calls 2..``steps - 1`` add
+    theirs in call order (``np.add(acc, g, out=acc)``), the last call steps the
+    optimizer with ``(acc + g)/steps`` (``np.add`` then ``np.divide``), as
+    ``optimizer.update(params, means)`` would; then the cycle starts again. The sum is
+    in the parameter's dtype, so it overflows to ``inf`` where ``|g|`` is near the
+    dtype's maximum over ``steps``.
 
     Checks: every array of every call is checked as ``Optimizer.update`` checks it
     (the same functions and errors) before anything is written, and so are the keys,
@@ -98,9 +131,12 @@ class Accumulate:
 
     Memory and time: one buffer per parameter, kept from cycle to cycle (freed by
     :meth:`reset`). An accumulating call is one pass over each gradient (the copy, or
-    the add); the stepping call adds two passes over the accumulators (the add and the
-    divide) before the optimizer's fused step, which reads the means. None of these
-    passes is fused with another or with the step.
+    the add). The stepping call is the optimizer's fused pass reading the accumulator
+    besides the gradient: the mean is made block by block in cache, where the rule
+    reads it, and never written (the compiled engine; with ``backend="numpy"``, with
+    ``skip_nonfinite=True`` -- whose guard checks the means -- and for a call the fast
+    path does not take, the means are computed into the accumulators first: two more
+    passes, the same bits).
 
     Attributes of the optimizer not defined here are read from it (``acc.lr``,
     ``acc.state``, ``acc.param_groups``, ...); its hyper-parameters and
@@ -213,24 +249,22 @@ class Accumulate:
             for key, _, _, g in checked:
                 np.copyto(new[key], g)
             object.__setattr__(self, "_acc", new)
-        else:
+        elif not last:
             acc = self._acc
             for key, _, _, g in checked:
                 np.add(acc[key], g, out=acc[key])
         if not last:
             object.__setattr__(self, "_count", n + 1)
             return False
-        acc = self._acc
-        for buf in acc.values():
-            np.divide(buf, k, out=buf)
         object.__setattr__(self, "_count", 0)  # the cycle ends, stepped or not
-        if isinstance(params, np.ndarray) or _single_producer(params):
-            means: Any = acc[0]
-        elif isinstance(params, Mapping):
-            means = {key: acc[key] for key in params}
-        else:
-            means = [acc[i] for i in range(len(acc))]
-        return opt.update(params, means)
+        mean = _Mean(self._acc, checked, k, params)
+        if opt.skip_nonfinite:  # the guard checks the gradients it gets: the means
+            return opt.update(params, mean.computed())
+        object.__setattr__(opt, "_means", mean)
+        try:
+            return opt.update(params, grads)
+        finally:
+            del opt.__dict__["_means"]
 
     def _check(self, params, grads, n, state):
         """[(key, parameter view, memory order, gradient array)] of a call, every array

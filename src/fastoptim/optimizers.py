@@ -48,6 +48,9 @@ class Optimizer:
     _rule: str
     _hyper_names: tuple = ()
     _group_table = _groups_mod.GroupTable  # what groups= makes
+    # fastoptim.Accumulate's stepping call sets it for one update: the gradients' mean,
+    # fused into the step where the fast path takes the call (see _Mean there)
+    _means = None
 
     def __init__(self, *, num_threads: int | None = None, backend: Backend = "compiled",
                  skip_nonfinite: bool = False, groups: Any = None, **hyper: Any) -> None:
@@ -233,8 +236,12 @@ class Optimizer:
             scalars = self._fixed_scalars
         engine = self._engine
         # _engine.step, with its first call made here (one Python call less per update)
-        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
+        means = self._means
+        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6],
+                              None if means is None else means.fused)
         if applied is not True and applied is not False:
+            if means is not None:  # the means in NumPy, then the usual path with them
+                grads = means.computed(params)
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
                                      self._hyper, applied, args[:6], _engine.ClassNames,
                                      target)
@@ -253,8 +260,12 @@ class Optimizer:
                     scalars.clear()
                 scalars[s + 1] = table.scalars_at(s + 1)
         engine = self._engine
-        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6])
+        means = self._means
+        applied = engine.fast(self._rule_id, params, grads, self._slots, scalars, *args[:6],
+                              None if means is None else means.fused)
         if applied is not True and applied is not False:
+            if means is not None:
+                grads = means.computed(params)
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
                                      self._hyper, applied, args[:6], _engine.ClassNames,
                                      target, groups=table)

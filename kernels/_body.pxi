@@ -117,6 +117,7 @@ include "_dispatch.pxi"
 # (fastoptim.rules.EMA_FLAG, which fastoptim checks against EMA_FLAG here at import).
 cdef enum:
     EMA_BIT = 1024
+    EMA_BLOCK = 512    # the rules with three state buffers: the average block by block
     MEAN_BLOCK = 2048  # elements per block of a mean of gradients (update_many's means)
 EMA_FLAG = EMA_BIT
 

@@ -20,14 +20,14 @@ HYPER = {
         "RMSprop": dict(lr=0.001), "AdaDelta": dict(lr=1.0),
         "Adam": dict(lr=0.002), "AdamW": dict(lr=0.002, weight_decay=0.05),
         "Lion": dict(lr=2e-4, weight_decay=0.5), "Adamax": dict(lr=0.004),
-        "NAdam": dict(lr=0.002), "RAdam": dict(lr=0.002), "LAMB": dict(lr=0.01)},
+        "NAdam": dict(lr=0.002), "RAdam": dict(lr=0.002), "LAMB": dict(lr=0.001)},
     "demo/apartment": {
         "SGD": dict(lr=0.1), "Momentum": dict(lr=0.01, momentum=0.9),
         "Nesterov": dict(lr=0.01, momentum=0.9), "AdaGrad": dict(lr=0.1),
         "RMSprop": dict(lr=0.01), "AdaDelta": dict(lr=1.0),
         "Adam": dict(lr=0.01), "AdamW": dict(lr=0.01, weight_decay=0.01),
         "Lion": dict(lr=0.001), "Adamax": dict(lr=0.02), "NAdam": dict(lr=0.01),
-        "RAdam": dict(lr=0.01), "LAMB": dict(lr=0.01)},
+        "RAdam": dict(lr=0.01), "LAMB": dict(lr=0.003)},
     "paths/book": {
         "SGD": dict(lr=0.95), "Momentum": dict(lr=0.1), "Nesterov": dict(lr=0.1),
         "AdaGrad": dict(lr=1.5), "RMSprop": dict(lr=0.3),

@@ -76,6 +76,20 @@ def test_update_state_dict_and_save_refuse_while_swapped(tmp_path):
     assert opt.update(p, g) and opt.state["w"]["step"] == 5
 
 
+def test_accumulate_refuses_every_call_while_swapped():
+    acc = fo.Accumulate(fo.Adam(lr=0.05, ema=0.8), steps=2)
+    p = {"w": np.ones(5)}
+    for _ in range(2):
+        acc.update(p, {"w": np.full(5, 0.5)})
+    acc.update(p, {"w": np.full(5, 0.25)})  # the next cycle's first call
+    acc.optimizer.swap_ema(p)
+    with pytest.raises(RuntimeError, match="call opt.swap_ema"):
+        acc.update(p, {"w": np.ones(5)})
+    assert acc.count == 1  # the cycle is intact
+    acc.optimizer.swap_ema(p)
+    assert acc.update(p, {"w": np.ones(5)}) and acc.count == 0
+
+
 def test_swap_needs_every_parameter_with_state():
     opt = fo.Adam(ema=0.9)
     p = trained(opt)

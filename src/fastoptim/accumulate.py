@@ -272,6 +272,7 @@ class Accumulate:
         the cycle's (``n`` calls so far) and, with ``state``, against the optimizer's
         state; raises before anything is written."""
         opt = self.optimizer
+        opt._check_not_swapped("update")  # at every call: a cycle is not lost to it
         if isinstance(opt, ScheduleFree) and not opt.train_mode:
             raise RuntimeError(
                 f"{type(opt).__name__} is in eval mode (the parameters hold the average "

@@ -184,8 +184,8 @@ EMA = Hyper("ema", 0.0, check_unit_open,
             "a state buffer, ``ema``); 0 keeps none. ``swap_ema(params)`` swaps it in for "
             "evaluation.", option=True, structural=True)
 #: The bit of a kernel id that says "and the parameters' moving average" (rules with
-#: ``ema``): the engine runs the rule, then a <- ema*a + (1-ema)*p on the same block of
-#: elements while it is in cache (kernels/_body.pxi checks its own copy of this value).
+#: ``ema``): the rule's loop also does a <- ema*a + (1-ema)*p for each element just
+#: stepped (kernels/_dispatch.pxi.tp; kernels/_body.pxi checks its own copy of this value).
 EMA_FLAG = 1024
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")

@@ -7,7 +7,7 @@ optimizer produced, step by step."""
 import numpy as np
 import pytest
 from test_cases import LAYOUTS, STEPS, make, model
-from test_variants import VARIANT_CASES
+from test_variants import VARIANT_CASES, assert_equivalent
 
 import fastoptim as fo
 from fastoptim import rules
@@ -32,17 +32,6 @@ def make_pair(name, ema=DECAY, **kw):
     assert fast.rule.name == ref.rule.name == name  # the row's own kernel runs...
     assert fast.rule.state[-1] == "ema" and fast._rule_id & rules.EMA_FLAG  # ...with ema
     return fast, ref
-
-
-def assert_equivalent(fast, ref, of, orf, steps):
-    for k in fast:
-        assert_same(fast[k], ref[k])
-        assert list(of.state[k]) == list(orf.state[k]) == ["step", *of.rule.state]
-        for n, b in of.state[k].items():
-            if n == "step":
-                assert b == orf.state[k]["step"] == steps
-            else:
-                assert_same(b, orf.state[k][n])
 
 
 def run(name, dtype, shape, order, num_threads, steps=STEPS, seed=0):

@@ -1,4 +1,5 @@
-"""The ``ema`` option and LAMB in the user's loop: epochs of a NumPy training loop.
+"""The ``ema`` and ``state_dtype`` options and LAMB in the user's loop: epochs of a NumPy
+training loop.
 
 One round = one epoch of ``fastoptim.demo.nn.MLP`` (float32, 4096 synthetic rows in
 mini-batches of 64: per batch forward + backward, NumPy matrix products, then one
@@ -9,7 +10,8 @@ mini-batches of 64: per batch forward + backward, NumPy matrix products, then on
 * ``adam, numpy ema``: ``fo.Adam()`` then the average as a user adds it in NumPy
   (``a *= d; a += (1-d)*p`` per array: two more passes and a temporary);
 * ``plain adam+ema``: ``fastoptim.demo.plain.Adam(ema=0.999)``, all in NumPy;
-* ``lamb``: ``fo.LAMB()``;  ``plain lamb``: ``fastoptim.demo.plain.LAMB()``.
+* ``lamb``: ``fo.LAMB()``;  ``plain lamb``: ``fastoptim.demo.plain.LAMB()``;
+* ``adam bf16 state``: ``fo.Adam(state_dtype="bfloat16")``.
 
     pytest bench/test_bench_options.py --benchmark-only   # pytest-benchmark, one by one
     pytest bench --benchmark-disable                      # smoke: one epoch of 256 rows
@@ -64,6 +66,7 @@ CONFIGS = {
     "plain adam+ema": lambda: plain.Adam(ema=DECAY),
     "lamb": lambda: fo.LAMB(),
     "plain lamb": lambda: plain.LAMB(),
+    "adam bf16 state": lambda: fo.Adam(state_dtype="bfloat16"),
 }
 
 

@@ -33,7 +33,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport qsort
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 cimport numpy as cnp
@@ -78,6 +78,34 @@ cdef extern from *:
     int fo_cpu_has_avx2() noexcept nogil
     int fo_cpu_has_avx512() noexcept nogil
 
+
+# bfloat16 (the top half of a float32's bits) to and from float32: widening is exact;
+# narrowing rounds to nearest, ties to even, a NaN becomes the quiet NaN 0x7fc0 with its
+# sign (ml_dtypes' and Eigen's rule, so fastoptim.reference, which rounds with ml_dtypes,
+# gets the same bits), a value past the largest bfloat16 becomes Inf, subnormals are
+# kept. Written with memcpy (no type punning through pointers) and no branch, so the
+# loops over a block vectorise.
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    static inline float fo_bf16_load(uint16_t h) {
+        uint32_t u = ((uint32_t)h) << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    static inline uint16_t fo_bf16_store(float f) {
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t q = ((u >> 16) & 0x8000u) | 0x7fc0u;
+        return (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? q : r);
+    }
+    """
+    float fo_bf16_load(uint16_t h) noexcept nogil
+    uint16_t fo_bf16_store(float f) noexcept nogil
+
 include "_pacer.pxi"
 
 # Below these sizes (per update call, in float32 elements: a float64 element counts as
@@ -121,6 +149,28 @@ cdef enum:
     MEAN_BLOCK = 2048  # elements per block of a mean of gradients (update_many's means)
 EMA_FLAG = EMA_BIT
 
+# A kernel id with this bit set: the rule's state buffers (not the moving average) are
+# bfloat16, for float32 parameters (fastoptim.rules.BF16_FLAG; state_dtype="bfloat16").
+# Such an entry runs the rule's generated bfloat16 loop (_range_bf16 via _bf16_range):
+# each state value widened to float32 in a register, the rule, the new value rounded
+# back, in the one pass over memory.
+cdef enum:
+    BF16_BIT = 2048
+    FMT_NATIVE = 0     # Entry.fmt: state buffers of the parameter's dtype
+    FMT_BF16 = 1       # Entry.fmt: bfloat16 state buffers (float32 parameters)
+BF16_FLAG = BF16_BIT
+
+# NumPy's type number of ml_dtypes.bfloat16 (a user dtype: its number is given at run
+# time, by fastoptim.formats, before any bfloat16 state is made); -1: not registered
+cdef int _bf16_typenum = -1
+
+
+def set_bfloat16_typenum(int typenum):
+    """Register NumPy's type number of ``ml_dtypes.bfloat16`` (fastoptim.formats)."""
+    global _bf16_typenum
+    _bf16_typenum = typenum
+
+
 ctypedef struct Entry:
     char* p            # parameter data (written)
     char* g            # gradient data (read)
@@ -129,7 +179,9 @@ ctypedef struct Entry:
     char* acc          # with a mean: the accumulated gradients (read), else NULL
     Py_ssize_t n       # elements
     Py_ssize_t start   # index of its first element in the concatenation of the table
+    Py_ssize_t sbytes  # bytes of each of its state buffers s[] (the average: the param's)
     int dbl            # 1: float64, 0: float32
+    int fmt            # FMT_NATIVE or FMT_BF16: the state buffers' format
     int sc             # index of its scalar set (one per distinct step)
 
 ctypedef struct ScalarSet:
@@ -193,6 +245,34 @@ cdef inline void _entry_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t
         c = c1
 
 
+cdef void _bf16_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t b,
+                      const float* sc) noexcept nogil:
+    """Elements [a, b) of an entry with bfloat16 state (float32 parameter, gradient and
+    moving average): the rule's loop with the state widened and rounded back in it
+    (_range_bf16, generated); with a mean of gradients, block by block as _entry_range.
+    Every element is the rule on its own values, so threads do not change a bit."""
+    cdef uint16_t* st[MAX_STATE]
+    cdef int j
+    cdef Py_ssize_t c, c1
+    cdef float* p = <float*>e.p
+    cdef float* avg = <float*>e.avg
+    cdef float mean[MEAN_BLOCK]
+    if e.acc == NULL:
+        for j in range(MAX_STATE):
+            st[j] = <uint16_t*>e.s[j] + a if e.s[j] != NULL else NULL
+        _range_bf16(rule, p + a, <const float*>e.g + a, st, b - a, sc,
+                    avg + a if avg != NULL else NULL)
+        return
+    c = a
+    while c < b:
+        c1 = c + MEAN_BLOCK if b - c > MEAN_BLOCK else b
+        for j in range(MAX_STATE):
+            st[j] = <uint16_t*>e.s[j] + c if e.s[j] != NULL else NULL
+        _mean_range(mean, <const float*>e.acc + c, <const float*>e.g + c, c1 - c, sc)
+        _range_bf16(rule, p + c, mean, st, c1 - c, sc, avg + c if avg != NULL else NULL)
+        c = c1
+
+
 cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Elements [lo, hi) of the concatenated table, entry by entry."""
@@ -201,7 +281,9 @@ cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
         if b > a:
-            if e[k].dbl:
+            if e[k].fmt == FMT_BF16:
+                _bf16_range(rule, &e[k], a, b, ss[e[k].sc].f)
+            elif e[k].dbl:
                 _entry_range[double](rule, &e[k], a, b, ss[e[k].sc].d)
             else:
                 _entry_range[float](rule, &e[k], a, b, ss[e[k].sc].f)
@@ -474,7 +556,9 @@ cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_
     e.acc = NULL
     e.n = n
     e.start = 0
+    e.sbytes = n * sizeof(floating)
     e.dbl = floating is double
+    e.fmt = FMT_NATIVE
     e.sc = 0
     if TRUST[rule]:
         _trust_step(rule, &e, 1, n, &ss, nt, False)
@@ -534,13 +618,20 @@ cdef inline bint _param_ok(object obj, ArrInfo* a) noexcept:
 
 cdef inline bint _like(object obj, const ArrInfo* p, bint writeable, char** data) noexcept:
     """obj has p's dtype and shape, is aligned and contiguous in p's memory order."""
+    return _like_typed(obj, p, p.typenum, writeable, data)
+
+
+cdef inline bint _like_typed(object obj, const ArrInfo* p, int typenum, bint writeable,
+                             char** data) noexcept:
+    """obj has dtype ``typenum`` and p's shape, is aligned and contiguous in p's memory
+    order."""
     cdef cnp.ndarray arr
     cdef int flags, i
     cdef cnp.npy_intp* dims
     if not cnp.PyArray_CheckExact(obj):  # subclasses (memmap, masked) take the Python path
         return False
     arr = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(arr) != p.typenum or not cnp.PyArray_ISNOTSWAPPED(arr):
+    if cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_ISNOTSWAPPED(arr):
         return False
     if cnp.PyArray_NDIM(arr) != p.ndim:
         return False
@@ -603,7 +694,8 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     cdef const char* g1
     cdef int b, w = MAX_STATE + 3
     # the cache key: every parameter's, state buffer's and average's pointer, and the
-    # byte size
+    # byte size (the state buffers' follows from it and the kernel id, which the cache's
+    # owner, an optimizer, does not change while it holds state)
     key = bytes(ne * w * sizeof(Py_ssize_t))
     kbuf = <char*>key
     for k in range(ne):
@@ -622,7 +714,7 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
         for k in range(ne):
             m = _add_interval(iv, m, e[k].p, nbytes[k], k)
             for b in range(MAX_STATE):
-                m = _add_interval(iv, m, e[k].s[b], nbytes[k], k)
+                m = _add_interval(iv, m, e[k].s[b], e[k].sbytes, k)
             m = _add_interval(iv, m, e[k].avg, nbytes[k], k)
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for k in range(1, m):
@@ -654,6 +746,11 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
                 return True
             j -= 1
     return False
+
+
+cdef inline Py_ssize_t _nb(int k, int nrule, Py_ssize_t sbytes, Py_ssize_t nbytes) noexcept:
+    # bytes of a record's buffer k: the rule's (k < nrule) are in the state format
+    return sbytes if k < nrule else nbytes
 
 
 cdef object _NO_KEY = object()  # a plan position that names no key yet (None is a key)
@@ -709,6 +806,8 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef Py_ssize_t n = len(params)
     cdef Py_ssize_t i, k, j, pos = 0, total = 0, work = 0, step, last_step = -1
     cdef bint ema = (rule & EMA_BIT) != 0
+    cdef int fmt = FMT_BF16 if rule & BF16_BIT else FMT_NATIVE
+    cdef Py_ssize_t sbytes = 0
     cdef int nstate, nrule, last_sc = -1, nt
     cdef PyObject* kp
     cdef PyObject* vp
@@ -737,9 +836,12 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef list accs = None
     cdef double divisor = 1.0
     cdef char* adata = NULL
-    rule &= ~EMA_BIT
+    rule &= ~(EMA_BIT | BF16_BIT)
     if rule < 0 or rule >= N_RULES:
         raise ValueError(f"no kernel id {rule}")
+    if fmt == FMT_BF16 and (_bf16_typenum < 0 or TRUST[rule]):
+        raise ValueError("internal error: bfloat16 state without its type registered, "
+                         "or for a rule with a trust ratio")
     nrule = N_STATE[rule]
     nstate = nrule + (1 if ema else 0)  # the record's buffers: the rule's, then ema
     if means is not None:
@@ -788,20 +890,31 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                     pslots[i] = <object>sp
             ok = _param_ok(p, &pi) and _like(g, &pi, False, &gdata) \
                 and _disjoint(pi.data, pi.nbytes, gdata, pi.nbytes) and sp != NULL
+            if ok and fmt == FMT_BF16:
+                ok = pi.typenum == cnp.NPY_FLOAT32
             if ok:
                 slot = <object>sp
                 ok = type(slot) is list and len(<list>slot) == nstate + 1
+                # the rule's buffers in the state format, then the average's (the param's)
+                sbytes = pi.size * 2 if fmt == FMT_BF16 else pi.nbytes
                 for k in range(nstate):
-                    ok = ok and _like((<list>slot)[k + 1], &pi, True, &sdata[k]) \
-                        and _disjoint(sdata[k], pi.nbytes, gdata, pi.nbytes) \
-                        and _disjoint(sdata[k], pi.nbytes, pi.data, pi.nbytes)
+                    ok = ok and (_like_typed((<list>slot)[k + 1], &pi, _bf16_typenum, True,
+                                             &sdata[k])
+                                 if fmt == FMT_BF16 and k < nrule else
+                                 _like((<list>slot)[k + 1], &pi, True, &sdata[k])) \
+                        and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes), gdata,
+                                      pi.nbytes) \
+                        and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes), pi.data,
+                                      pi.nbytes)
                     for j in range(k):
-                        ok = ok and _disjoint(sdata[k], pi.nbytes, sdata[j], pi.nbytes)
+                        ok = ok and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes),
+                                              sdata[j], _nb(j, nrule, sbytes, pi.nbytes))
             if ok and accs is not None:
                 ok = _like(accs[i], &pi, False, &adata) \
                     and _disjoint(adata, pi.nbytes, pi.data, pi.nbytes)
                 for k in range(nstate):
-                    ok = ok and _disjoint(adata, pi.nbytes, sdata[k], pi.nbytes)
+                    ok = ok and _disjoint(adata, pi.nbytes, sdata[k],
+                                          _nb(k, nrule, sbytes, pi.nbytes))
             if ok:
                 box = (<list>slot)[0]
                 ok = (cnp.PyArray_CheckExact(box)
@@ -822,7 +935,9 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             e[i].acc = adata if accs is not None else NULL
             e[i].n = pi.size
             e[i].start = total
+            e[i].sbytes = sbytes
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
+            e[i].fmt = fmt
             total += pi.size
             work += pi.size * (2 if e[i].dbl else 1)
             nbytes[i] = pi.nbytes

@@ -34,7 +34,8 @@ def test_bench_table_through_python_m():
                          capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert "float64" in lines[0] and "torch not installed" in lines[0]
-    assert lines[1].startswith("| rule | n | fastoptim | GB/s | % roofline | × reference")
+    assert lines[1].startswith("| rule | n | fastoptim | GB/s | % roofline | state B/param | "
+                               "× reference")
     assert lines[3].startswith("| momentum | 1e+03 |")
     assert "[1/1] momentum" in out.stderr  # progress
 
@@ -100,3 +101,28 @@ def test_bench_takes_the_variants(capsys):
     opt = next(c.cell_contents for c in step.__closure__
                if type(c.cell_contents).__name__ == "RMSprop")
     assert opt.rule.name == "rmsprop_centered"
+
+
+def test_bench_takes_bfloat16_state(capsys):
+    """``<rule>+bf16``: the class with state_dtype="bfloat16", its bytes with 4 per state
+    buffer, its roofline the float32 rule's scaled by the bytes, its state's bytes per
+    parameter in the row (and the table), no torch."""
+    assert cli.main(["bench", "--sizes", "1e3", "--rules", "adam,adam+bf16,momentum+ema+bf16",
+                     "--no-many", "--budget", "0.01", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["rule"] for r in rows] == ["adam", "adam+bf16", "momentum+ema+bf16"]
+    assert [r["state_bytes_per_param"] for r in rows] == [8.0, 4.0, 2.0 + 4.0]
+    assert all("torch_s" not in r for r in rows[1:])
+    assert _bench.bytes_per_element("adam+bf16", np.float32) == 20
+    assert _bench.bytes_per_element("momentum+ema+bf16", np.float32) == 12 + 4 + 8
+    step = _bench.fastoptim_step("adam+bf16", 10, np.float32, 1, "compiled")
+    step()
+    assert step.optimizer.state_dtype == "bfloat16"
+    assert _bench.roofline_step("adam+bf16", 10, np.float32, 1).scale == 20 / 28
+    for bad in ("lamb+bf16", "adam+bf16+ema", "adam+bf16+bf16"):
+        assert not _bench.known(bad)
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--rules", bad])
+    assert cli.main(["bench", "--sizes", "1e3", "--rules", "adam+bf16", "--no-many",
+                     "--budget", "0.01"]) == 0
+    assert "state B/param" in capsys.readouterr().out

@@ -322,5 +322,6 @@ def test_constructor_calls_that_work_still_work():
         with pytest.raises(TypeError, match=match):
             fo.Adam(bad)
     assert str(inspect.signature(fo.Momentum)) == (
-        "(lr=0.001, momentum=0.9, *, weight_decay=0.0, dampening=0.0, ema=0.0, maximize=False, "
-        "num_threads=None, backend='compiled', skip_nonfinite=False, groups=None)")
+        "(lr=0.001, momentum=0.9, *, weight_decay=0.0, dampening=0.0, ema=0.0, "
+        "state_dtype=None, maximize=False, num_threads=None, backend='compiled', "
+        "skip_nonfinite=False, groups=None)")

@@ -161,7 +161,7 @@ def test_group_initial_accumulator_value():
      r"exactly one selector.*\['keys', 'match'\]"),
     ([{"match": "b", "momentum": 0.9}], ValueError,
      r"groups\[0\] sets \['momentum'\], which Adam does not have \(its hyper-parameters: "
-     r"lr, betas, eps, weight_decay, amsgrad, ema, maximize\)"),
+     r"lr, betas, eps, weight_decay, amsgrad, ema, state_dtype, maximize\)"),
     ([{"match": "b", "lr": -1}], ValueError, r"Invalid lr: -1"),
     ([{"match": 3}], TypeError, r"\['match'\] must be a glob pattern"),
     ([{"where": "b*"}], TypeError, r"\['where'\] must be a function"),

@@ -60,7 +60,7 @@ def test_rule_table_matches_rules_module(text):
         assert buffers == tuple(rule.state), name
         # each structural option and the buffer it adds (its variant row's state); ema,
         # every rule's (but Schedule-Free's), is in the text above the table
-        assert set(extras) == set(rule.structural) - {"ema"}, name
+        assert set(extras) == set(rule.structural) - {"ema", "state_dtype"}, name
         assert ("ema" in rule.structural) != rule.schedule_free, name
         assert rule.row_for({"ema": 0.5} if not rule.schedule_free else {}).state == (
             (*rule.state, "ema") if not rule.schedule_free else rule.state), name
@@ -75,6 +75,7 @@ def test_rule_table_matches_rules_module(text):
         if left_out.get("weight_decay") == 0.0:
             del left_out["weight_decay"]
         left_out.pop("ema", None)
+        left_out.pop("state_dtype", None)
         assert left_out == {"maximize": False}, (name, left_out)
 
 
@@ -83,6 +84,7 @@ def test_rule_table_text_says_the_common_defaults(text):
     assert "`weight_decay=0.0`" in section and "`num_threads=None`" in section
     assert "`maximize=False`" in section
     assert "`ema=0.0`" in section and "swap_ema" in section
+    assert "`state_dtype=None`" in section
     assert '`backend="compiled"`' in section
 
 

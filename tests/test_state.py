@@ -91,7 +91,7 @@ def test_state_dict_holds_plain_values_and_copies():
     assert sd["optimizer"] == "Adam"
     assert sd["hyperparams"] == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
                                  "weight_decay": 0.0, "amsgrad": False, "ema": 0.0,
-                                 "maximize": False}
+                                 "state_dtype": None, "maximize": False}
     for k, st in sd["state"].items():
         assert type(st["step"]) is int
         for n in ("exp_avg", "exp_avg_sq"):
@@ -135,7 +135,7 @@ def test_load_state_dict_errors_change_nothing():
                                       "exp_avg_sq": np.zeros(2)}}}, ValueError, "step must"),
         ({**before, "state": {"W1": {"step": 1, "exp_avg": np.zeros(2, int),
                                       "exp_avg_sq": np.zeros(2)}}}, TypeError,
-         "must be a float32 or float64 array"),
+         "must be a float32, float64 or bfloat16 array"),
         ({**before, "state": {"W1": {"step": 1, "exp_avg": np.zeros(2),
                                       "exp_avg_sq": np.zeros(3)}}}, ValueError,
          "differ in shape"),

@@ -13,7 +13,11 @@ implementation, alternating over three rounds, and reported as the median (see
 
 Bytes per element: :meth:`fastoptim.rules.Rule.state_bytes` -- the parameter read and
 written, the gradient read, and each state buffer read and written (float32: 12 bytes,
-plus 8 per state buffer; float64 doubles them).
+plus 8 per state buffer; float64 doubles them; a bfloat16 state buffer, ``+bf16``, 4).
+With bfloat16 state the roofline is the float32 rule's streaming time scaled by the
+ratio of their bytes (the same arrays, fewer bytes each: the stream kernel moves float
+buffers of one length). Each row also gives the state's bytes per parameter element, as
+the optimizer reports them (``Optimizer.state_nbytes_per_param``).
 
 ``fastoptim bench --e2e`` measures the training loop instead: :mod:`fastoptim.demo.e2e`.
 """
@@ -38,20 +42,39 @@ VARIANTS = [r.name for r in _rules.VARIANTS]
 OPTIONS_ON = {"amsgrad": True, "centered": True, "momentum": 0.9, "ema": 0.999}
 #: ``adam+ema``: a rule or variant with the parameters' moving average (``ema``).
 EMA_SUFFIX = "+ema"
+#: ``adam+bf16``: a rule or variant (with or without ``+ema``, which comes first) with
+#: bfloat16 state (``state_dtype="bfloat16"``).
+BF16_SUFFIX = "+bf16"
+
+
+def _split_format(rule):
+    """(``rule`` without ``+bf16``, its state_dtype)."""
+    if rule.endswith(BF16_SUFFIX):
+        return rule[:-len(BF16_SUFFIX)], "bfloat16"
+    return rule, None
 
 
 def known(rule):
     """Whether ``--rules`` may name ``rule``: a rule, a variant, either with ``+ema``
-    (not Schedule-Free, which has no ema)."""
+    (not Schedule-Free, which has no ema), then optionally ``+bf16`` (not LAMB)."""
+    rule, fmt = _split_format(rule)
     base = rule[:-len(EMA_SUFFIX)] if rule.endswith(EMA_SUFFIX) else rule
     if base not in RULES and base not in VARIANTS:
+        return False
+    if fmt is not None and "state_dtype" not in _row(base).hyper_names:
         return False
     return base == rule or not _row(base).schedule_free
 
 
+def state_dtype(rule):
+    """The state_dtype ``rule`` names (None, or "bfloat16" with ``+bf16``)."""
+    return _split_format(rule)[1]
+
+
 def _row(rule):
     """The row of the rule table (or of its variants) called ``rule``; with ``+ema``,
-    that row keeping the moving average."""
+    that row keeping the moving average (``+bf16`` names no other row)."""
+    rule = _split_format(rule)[0]
     if rule.endswith(EMA_SUFFIX):
         return _row(rule[:-len(EMA_SUFFIX)]).with_ema()
     return _rules.BY_KERNEL[rule] if rule in _rules.BY_KERNEL else _rules.get(rule)
@@ -70,16 +93,18 @@ def options(rule):
 
 def _torch_of(rule):
     """(torch.optim class, keywords) of ``rule``, or () where torch.optim has none (its
-    moving average, swa_utils.AveragedModel, is a pass of its own: not compared)."""
+    moving average, swa_utils.AveragedModel, is a pass of its own: not compared; nor is
+    bfloat16 state, which torch.optim keeps only for bfloat16 parameters)."""
     row = _row(rule)
-    if row.ema_of is not None:
+    if row.ema_of is not None or state_dtype(rule) is not None:
         return ()
     return _rules.BY_NAME[row.variant_of[0]].torch if row.variant_of else row.torch
 
 
 def bytes_per_element(rule, dtype):
     """Bytes one ``update`` of ``rule`` moves per element of ``dtype``."""
-    return _row(rule).state_bytes(np.dtype(dtype).itemsize)
+    return _row(rule).state_bytes(np.dtype(dtype).itemsize,
+                                  2 if state_dtype(rule) == "bfloat16" else None)
 
 
 def _inplace(rule):
@@ -138,10 +163,15 @@ def fastoptim_step(rule, n, dtype, threads, backend):
     import fastoptim as fo
 
     cls = getattr(fo, _row(rule).class_name)
-    opt = cls(**options(rule), num_threads=threads, backend=backend)
+    fmt = {"state_dtype": state_dtype(rule)} if state_dtype(rule) else {}
+    opt = cls(**options(rule), **fmt, num_threads=threads, backend=backend)
     params = [np.zeros(n, dtype)]
     grads = [np.full(n, 1e-3, dtype)]
-    return lambda: opt.update(params, grads)
+
+    def step():
+        return opt.update(params, grads)
+    step.optimizer = opt
+    return step
 
 
 def many_step(impl, count, size, threads):
@@ -169,6 +199,15 @@ def roofline_step(rule, n, dtype, threads):
     from fastoptim._dispatch import kernels
 
     row = _row(rule)
+    if state_dtype(rule) is not None:  # the float32 rule's, scaled by the bytes (above)
+        plain = _split_format(rule)[0]
+        f32 = roofline_step(plain, n, dtype, threads)
+        scale = bytes_per_element(rule, dtype) / bytes_per_element(plain, dtype)
+
+        def scaled():
+            f32()
+        scaled.scale = scale
+        return scaled
     k = _inplace(rule)
     read = np.full(n, 1e-3, dtype)
     bufs = [np.zeros(n, dtype) for _ in range(k)]
@@ -243,6 +282,7 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, f
             "roofline": roofline_step(rule, n, dtype, threads),
         }
         med, reps = measure(calls, budget)
+        med["roofline"] *= getattr(calls["roofline"], "scale", 1.0)
         if (rule, n) in torch_times:
             med["torch"] = torch_times[(rule, n)]
         nbytes = bytes_per_element(rule, dtype) * n
@@ -250,6 +290,7 @@ def run(rules, sizes, dtype, threads, with_torch, budget, progress, many=True, f
                "repeats": reps, "bytes": nbytes,
                **{f"{k}_s": v for k, v in med.items()},
                **{f"{k}_gbs": nbytes / v / 1e9 for k, v in med.items()}}
+        row["state_bytes_per_param"] = calls["fastoptim"].optimizer.state_nbytes_per_param
         row["roofline_pct"] = 100.0 * med["roofline"] / med["fastoptim"]
         row["speedup_vs_reference"] = med["reference"] / med["fastoptim"]
         if "torch" in med:
@@ -327,14 +368,14 @@ def _fmt_time(s):
 
 def table(result):
     has_torch = any("torch_s" in r for r in result["rows"])
-    head = ["rule", "n", "fastoptim", "GB/s", "% roofline", "× reference"]
+    head = ["rule", "n", "fastoptim", "GB/s", "% roofline", "state B/param", "× reference"]
     if has_torch:
         head += ["torch", "× torch"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in result["rows"]:
         cells = [r["rule"], f"{r['n']:.0e}", _fmt_time(r["fastoptim_s"]),
                  f"{r['fastoptim_gbs']:.1f}", f"{r['roofline_pct']:.0f}%",
-                 f"{r['speedup_vs_reference']:.1f}"]
+                 f"{r['state_bytes_per_param']:g}", f"{r['speedup_vs_reference']:.1f}"]
         if has_torch:
             cells += [_fmt_time(r["torch_s"]), f"{r['speedup_vs_torch']:.2f}"] \
                 if "torch_s" in r else ["—", "—"]

@@ -22,7 +22,9 @@ State records (the "slots" dict, key -> record) are the engine's own structure, 
 the optimizer classes hold but do not look inside: a record is a list ``[step, buffer,
 ...]``, the step a 0-d int64 array (the number of steps taken; incremented in place),
 then the rule's state buffers (``rules.Rule.state``), each of the parameter's shape,
-dtype and memory order.
+dtype and memory order -- or, with a state format (``fastoptim.formats``: the kernel id's
+``rules.BF16_FLAG``), the rule's buffers in that format (the moving average of ``ema``
+stays in the parameter's dtype).
 
 Who owns the state decides one thing, and only one: an optimizer's records are its own,
 so a record whose memory order no longer fits its parameter is re-laid out (a copy); a
@@ -37,7 +39,7 @@ from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 
 import numpy as np
 
-from . import _core, reference, rules
+from . import _core, formats, reference, rules
 from . import groups as _groups_mod
 from ._dispatch import kernels as _kernels
 
@@ -114,20 +116,41 @@ def _scalar_what(value):
     return f"a Python {t.__name__}" if t in (float, int) else f"a NumPy {t.__name__} scalar"
 
 
-def new_record(param, names, step=0, init=None):
+def new_record(param, names, step=0, init=None, state_dtype=None):
     """A state record for ``param``: ``step`` steps taken, buffers of zeros -- or, per
     buffer, of the values ``init`` gives (``Rule.initial_values``: a number, or "param"
-    for a copy of ``param`` in its memory order)."""
+    for a copy of ``param`` in its memory order); the rule's buffers in the format
+    ``state_dtype`` (rounded to it), the moving average ``ema`` in the parameter's."""
     out = [np.array(step, dtype=np.int64)]
-    for i in range(len(names)):
+    for i, name in enumerate(names):
         v = 0.0 if init is None else init[i]
+        dt = param.dtype if name == "ema" else formats.buffer_dtype(state_dtype, param.dtype)
         if isinstance(v, str):  # "param"
-            out.append(np.array(param, copy=True, order="K"))
+            buf = np.empty_like(param, dtype=dt, order="K")
+            if dt == param.dtype:
+                buf[...] = param
+            else:
+                reference.to_bfloat16(param, buf)
+            out.append(buf)
         elif v:
-            out.append(np.full_like(param, v))
+            buf = np.empty_like(param, dtype=dt, order="K")
+            if dt == param.dtype:
+                buf.fill(v)
+            else:
+                reference.to_bfloat16(np.full_like(param, v), buf)
+            out.append(buf)
         else:
-            out.append(np.zeros_like(param))
+            out.append(np.zeros_like(param, dtype=dt))
     return out
+
+
+def _check_format(naming, key, p, state_dtype):
+    """A parameter that the format ``state_dtype`` does not keep state for: the error."""
+    if state_dtype is not None and p.dtype != np.float32:
+        raise ValueError(
+            f"{naming.param(key)} is {p.dtype}, and state_dtype={state_dtype!r} keeps the "
+            f"state of float32 parameters: train in float32 (p.astype(np.float32)), or "
+            f"use an optimizer with state_dtype=None for the {p.dtype} parameters")
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,9 +185,10 @@ class FunctionalNames:
         return "grad"
 
 
-def _fit_owned(key, record, p, order, names):
-    """An optimizer's record of ``key`` if it fits ``p``; a re-laid-out copy if only its
-    memory order differs (state is ours to copy); else a clear error."""
+def _fit_owned(key, record, p, order, names, state_dtype=None):
+    """An optimizer's record of ``key`` if it fits ``p`` (its buffers in the format
+    ``state_dtype``); a re-laid-out copy if only its memory order differs (state is ours
+    to copy); else a clear error."""
     if type(record) is not list or len(record) != len(names) + 1:
         raise RuntimeError(f"internal error: bad state record for {key!r}")
     box = record[0]
@@ -174,7 +198,8 @@ def _fit_owned(key, record, p, order, names):
     fixed = None
     for i, n in enumerate(names):
         buf = record[i + 1]
-        if buf.shape != p.shape or buf.dtype != p.dtype:
+        want = p.dtype if n == "ema" else formats.buffer_dtype(state_dtype, p.dtype)
+        if buf.shape != p.shape or buf.dtype != want:
             raise ValueError(
                 f"optimizer state {n!r} of parameter {key!r} has shape {buf.shape} and "
                 f"dtype {buf.dtype}, but the parameter now has shape {p.shape} and dtype "
@@ -207,7 +232,7 @@ def _check_state_aliasing(names, bufs, p):
 
 
 def _prepare(rule, params, grads, slots, positions, naming, target=None, init=None,
-             groups=None):
+             groups=None, state_dtype=None):
     """The Python path for the positions the fast path did not take: raise the error for
     bad input, else return (params, grads, staged, rebind): new containers (the caller's
     are never changed) with base-class views and safe gradients at those positions, the
@@ -217,7 +242,8 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None, init=No
     rebound into ``target`` (the caller's container, default ``params``) only once the
     step has run. New records start at ``init`` (one value per buffer; zeros by
     default), or with ``groups`` (a :class:`fastoptim.groups.GroupTable`) in the group
-    the parameter joins, at that group's initial values."""
+    the parameter joins, at that group's initial values; their buffers in the format
+    ``state_dtype`` (:mod:`fastoptim.formats`)."""
     is_dict = isinstance(params, dict)
     keys = list(params) if is_dict else range(len(params))
     p2 = dict(params) if is_dict else list(params)
@@ -244,16 +270,18 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None, init=No
             p, order = _core.check_param(naming.param(key), p2[key])
         if naming.owned:
             g = _core.check_grad(naming.grad(key), g2[key], p, order)
+            _check_format(naming, key, p, state_dtype)
             record = slots.get(key)
             if record is None:
                 if groups is None:
-                    record = new_record(p, names, init=init)
+                    record = new_record(p, names, init=init, state_dtype=state_dtype)
                 else:
                     grp = groups.resolve(key, p)
                     record = new_record(p, names, step=grp * _groups_mod.STRIDE,
-                                        init=groups.initial_values(grp))
+                                        init=groups.initial_values(grp),
+                                        state_dtype=state_dtype)
             else:
-                record = _fit_owned(key, record, p, order, names)
+                record = _fit_owned(key, record, p, order, names, state_dtype)
             _check_state_aliasing(names, record[1:], p)
         else:
             record = _fit_callers(slots[key], p, order, names)
@@ -305,7 +333,8 @@ class NumpyEngine:
     def run(self, rule_id, params, grads, slots, scalars, nt, cache, plan, steps_out, skip,
             pacer):
         ema = bool(rule_id & rules.EMA_FLAG)
-        rule = rules.KERNEL_ROWS[rule_id & ~rules.EMA_FLAG]
+        bf16 = bool(rule_id & rules.BF16_FLAG)
+        rule = rules.KERNEL_ROWS[rule_id & ~(rules.EMA_FLAG | rules.BF16_FLAG)]
         items = params.items() if isinstance(params, dict) else enumerate(params)
         work = [(p, grads[key], slots[key]) for key, p in items]
         if skip and not all(np.isfinite(g).all() for _, g, _ in work):
@@ -323,7 +352,12 @@ class NumpyEngine:
                 g = g * g.dtype.type(sc[-1])
             flat_p = _core.flat_view(p, order)
             bufs = [_core.flat_view(b, order) for b in record[1:]]
-            kernel(flat_p, g, *bufs[:len(rule.state)], **dict(zip(rule.scalar_names, sc)))
+            if bf16:  # the rule on the state's float32 widening, then rounded back
+                reference.with_bfloat16_state(kernel, flat_p, g, *bufs[:len(rule.state)],
+                                              **dict(zip(rule.scalar_names, sc)))
+            else:
+                kernel(flat_p, g, *bufs[:len(rule.state)],
+                       **dict(zip(rule.scalar_names, sc)))
             if ema:
                 reference.ema(flat_p, bufs[-1], decay=decay, one_minus_decay=one_minus_decay)
             record[0][()] = step
@@ -342,11 +376,12 @@ if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.KERNEL_ROWS):
         f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.KERNEL_ROWS)}): "
         f"a stale build; rebuild the package (pip install . again)")
 
-if (_kernels.EMA_FLAG, _kernels.SUM_CHUNK, _kernels.SUM_LANES) != (
-        rules.EMA_FLAG, reference.SUM_CHUNK, reference.SUM_LANES):
-    raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG or "
-                      "sum order than fastoptim.rules and fastoptim.reference: a stale "
-                      "build; rebuild the package (pip install . again)")
+if (_kernels.EMA_FLAG, _kernels.BF16_FLAG, _kernels.SUM_CHUNK, _kernels.SUM_LANES) != (
+        rules.EMA_FLAG, rules.BF16_FLAG, reference.SUM_CHUNK, reference.SUM_LANES):
+    raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG, "
+                      "BF16_FLAG or sum order than fastoptim.rules and "
+                      "fastoptim.reference: a stale build; rebuild the package (pip "
+                      "install . again)")
 
 COMPILED = CompiledEngine(_kernels)
 NUMPY = NumpyEngine()
@@ -378,12 +413,16 @@ def step(engine, rule, params, grads, slots, scalars, hyper, *, nt, cache, plan,
 
 
 def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, naming,
-           target=None, groups=None):
+           target=None, groups=None, rule_id=None):
     """The rest of :func:`step` after ``engine.fast`` returned ``result``, a pair
     (rejected positions or None, missing steps). ``target`` is the caller's container
     when ``params`` is a copy of it (numbers held in place of arrays are rebound there
     after the step); by default ``params`` itself. ``groups``: the optimizer's
-    parameter groups (then ``scalars`` is keyed by step box values, group and step)."""
+    parameter groups (then ``scalars`` is keyed by step box values, group and step).
+    ``rule_id``: the kernel id the fast path ran (with a state format's bits), by
+    default ``rule.id``."""
+    if rule_id is None:
+        rule_id = rule.id
     rejected, missing = result
     plan = args[2]
     params_in = params
@@ -395,7 +434,7 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
     if rejected:
         params, grads, staged, rebind = _prepare(rule, params, grads, slots, rejected,
                                                  naming, target, rule.initial_values(hyper),
-                                                 groups)
+                                                 groups, formats.of_id(rule_id))
     use = slots
     if staged:
         plan.clear()  # positions now map to records that are not (yet) in ``slots``
@@ -413,7 +452,7 @@ def finish(engine, rule, params, grads, slots, scalars, hyper, result, args, nam
             if s not in scalars:
                 scalars[s] = (rule.stepper(hyper)(s) if groups is None
                               else groups.scalars_at(s))
-    result = engine.run(rule.id, params, grads, use, scalars, *args)
+    result = engine.run(rule_id, params, grads, use, scalars, *args)
     if result is True:
         if staged:
             slots.update(staged)

@@ -306,7 +306,8 @@ class Accumulate:
             for key, view, order, _ in checked:
                 record = slots.get(key)
                 if record is not None:  # the optimizer's own checks of its state
-                    record = _engine._fit_owned(key, record, view, order, names)
+                    record = _engine._fit_owned(key, record, view, order, names,
+                                                opt._hyper.get("state_dtype"))
                     _engine._check_state_aliasing(names, record[1:], view)
         return checked
 

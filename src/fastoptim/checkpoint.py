@@ -26,7 +26,11 @@ file never runs code from it and the file is readable with ``np.load`` alone:
     and ``weight_sum`` are lists, one per group; JSON numbers round-trip float64
     exactly).
 ``p<i>.<state name>``
-    the state buffers of the i-th parameter of ``params`` (its memory order is kept).
+    the state buffers of the i-th parameter of ``params`` (its memory order is kept),
+    of the entry's ``dtype`` -- but with ``"state_dtype": "bfloat16"`` in the
+    hyper-parameters the rule's buffers (all but ``ema``) hold bfloat16 bit patterns as
+    uint16 (``.view(ml_dtypes.bfloat16)`` reads them; NumPy alone has no bfloat16), and
+    the entry's ``dtype`` is the parameter's, float32. The bits are stored exactly.
 
 Parameter keys must be ``str`` or ``int`` (the list form of ``update`` uses 0, 1, ...);
 :func:`save` refuses any other key with a ``TypeError`` before it writes anything.
@@ -64,7 +68,7 @@ import zipfile
 
 import numpy as np
 
-from . import _core, book, optimizers, rules
+from . import _core, book, formats, optimizers, rules
 from . import groups as _groups
 from ._version import __version__
 from .optimizers import Optimizer
@@ -129,14 +133,15 @@ def _pack(optimizer):
         first = bufs[names[0]] if names else None
         entry = {"key": key, "key_type": key_type, "step": int(st["step"]),
                  "shape": list(first.shape) if names else None,
-                 "dtype": str(first.dtype) if names else None,
+                 "dtype": (str(first.dtype) if not formats.is_bfloat16(first)
+                           else "float32") if names else None,
                  "buffers": {}}
         if grouped:
             entry["group"] = st["group"]
         for n, b in bufs.items():
             member = f"p{i}.{n}"
             entry["buffers"][n] = member
-            arrays[member] = b
+            arrays[member] = b.view(np.uint16) if formats.is_bfloat16(b) else b
         entries.append(entry)
     header = {"format": FORMAT, "version": 2 if grouped else 1, "fastoptim": __version__,
               "optimizer": kind, "hyperparams": hyper, "params": entries}
@@ -372,12 +377,15 @@ def read_state_dict(path):
                         _fail(path, f"member {member!r} is used twice")
                     expected_members.add(member)
                     arr = z[member]
-                    if (str(arr.dtype) != entry["dtype"] or list(arr.shape) != entry["shape"]
-                            or arr.dtype not in _core.FLOAT_DTYPES):
+                    bf16 = n != "ema" and header["hyperparams"].get("state_dtype") == "bfloat16"
+                    want = "uint16" if bf16 else entry["dtype"]
+                    if (str(arr.dtype) != want or list(arr.shape) != entry["shape"]
+                            or not (bf16 or arr.dtype in _core.FLOAT_DTYPES)
+                            or (bf16 and entry["dtype"] != "float32")):
                         _fail(path, f"state {n!r} of parameter {key!r} has shape "
                                     f"{arr.shape} and dtype {arr.dtype}, but the header "
-                                    f"says {entry['shape']} and {entry['dtype']}")
-                    st[n] = arr
+                                    f"says {entry['shape']} and {want}")
+                    st[n] = arr.view(formats.bfloat16()) if bf16 else arr
                 state[key] = st
             if _OLD_NUMPY_MEMBER in members - expected_members:
                 stray = z[_OLD_NUMPY_MEMBER]

@@ -194,6 +194,13 @@ def check_structural(optimizer, overrides, where):
     (amsgrad, RMSprop's momentum and centered) must pick the optimizer's row of the rule
     table: RMSprop(momentum=0.9) may give a group momentum 0.5, not 0."""
     rule = type(optimizer).rule
+    if ("state_dtype" in overrides
+            and overrides["state_dtype"] != optimizer._hyper.get("state_dtype")):
+        raise ValueError(
+            f"{where} sets state_dtype={overrides['state_dtype']!r}: every group keeps "
+            f"its state in the optimizer's format "
+            f"(state_dtype={optimizer._hyper.get('state_dtype')!r}); set it on the "
+            f"optimizer, or use two optimizers")
     fixed = [k for k in overrides if k in rule.structural]
     if fixed and rule.row_for({**optimizer._hyper, **overrides}) is not optimizer.rule:
         buffers = ", ".join(optimizer.rule.state)
@@ -280,6 +287,10 @@ class GroupTable:
                 raise ValueError(f"groups[{i}] of the state_dict sets {bad}, which "
                                  f"{rule.class_name} does not have")
             o = rule.check(**o)
+            if "state_dtype" in o and o["state_dtype"] != hyper.get("state_dtype"):
+                raise ValueError(f"groups[{i}] of the state_dict sets state_dtype="
+                                 f"{o['state_dtype']!r}, and every group keeps its state "
+                                 f"in its optimizer's format")
             if row.structural and type(self.optimizer).rule.row_for({**hyper, **o}) is not row:
                 raise ValueError(f"groups[{i}] of the state_dict sets a structural option "
                                  f"({', '.join(k for k in o if k in row.structural)}) that "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _docs, _engine, _threading, rules
+from . import _core, _docs, _engine, _threading, formats, reference, rules
 from . import groups as _groups_mod
 from ._dispatch import kernels as _kernels
 from ._typing import Backend, Grads, Params, StateDict
@@ -100,6 +100,7 @@ class Optimizer:
         or a variant for structural options such as ``amsgrad``): it sets the state
         buffers, so it can change only while the optimizer holds no state."""
         row = type(self).rule.row_for(hyper)
+        rule_id = row.id | formats.flag(hyper.get("state_dtype"))
         current = self.__dict__.get("rule", type(self).rule)
         table = self.__dict__.get("_groups")
         if table is not None:  # the groups keep to the optimizer's state buffers
@@ -108,8 +109,14 @@ class Optimizer:
                     raise ValueError(f"{name}={hyper[name]!r} would give group {g.index} "
                                      f"(which sets {g.overrides}) other state buffers "
                                      f"than the optimizer's: change the group first")
-        if row is current:
+        if row is current and rule_id == self._rule_id:
             return
+        if self.__dict__.get("_slots") and row is current:
+            raise ValueError(
+                f"{name}={hyper[name]!r} changes the format of {type(self).__name__}'s "
+                f"state buffers, which cannot change while it holds state: set {name} "
+                f"when making the optimizer, or convert a state_dict (set its "
+                f"hyperparams[{name!r}] and load it)")
         if self.__dict__.get("_slots"):
             raise ValueError(
                 f"{name}={hyper[name]!r} changes {type(self).__name__}'s state buffers "
@@ -118,7 +125,7 @@ class Optimizer:
                 f"load a state_dict that has it")
         object.__setattr__(self, "rule", row)
         object.__setattr__(self, "_rule", row.name)
-        object.__setattr__(self, "_rule_id", row.id)
+        object.__setattr__(self, "_rule_id", rule_id)
         if self.__dict__.get("_plan") is not None:
             self._plan.clear()
 
@@ -171,6 +178,21 @@ class Optimizer:
                 entry["group"] = group
             out[key] = entry
         return out
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of memory the optimizer's state buffers hold now, over every parameter
+        with state (as ``ndarray.nbytes``: the data, not the objects around it; each
+        parameter's step count, 8 bytes, is not counted). With ``state_dtype=
+        'bfloat16'`` the rule's buffers take 2 bytes per element."""
+        return sum(b.nbytes for rec in self._slots.values() for b in rec[1:])
+
+    @property
+    def state_nbytes_per_param(self) -> float:
+        """:attr:`state_nbytes` per parameter element with state (0.0 before the first
+        update and for a rule without state buffers)."""
+        n = sum(rec[1].size for rec in self._slots.values() if len(rec) > 1)
+        return self.state_nbytes / n if n else 0.0
 
     # -- the step ------------------------------------------------------------------------
 
@@ -244,7 +266,7 @@ class Optimizer:
                 grads = means.computed(params)
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
                                      self._hyper, applied, args[:6], _engine.ClassNames,
-                                     target)
+                                     target, rule_id=self._rule_id)
         if not applied:
             self.skipped_steps += 1
         return applied
@@ -268,7 +290,7 @@ class Optimizer:
                 grads = means.computed(params)
             applied = _engine.finish(engine, self.rule, params, grads, self._slots, scalars,
                                      self._hyper, applied, args[:6], _engine.ClassNames,
-                                     target, groups=table)
+                                     target, groups=table, rule_id=self._rule_id)
         if not applied:
             self.skipped_steps += 1
         return applied
@@ -326,7 +348,8 @@ class Optimizer:
                 view, _ = _core.check_param(f"parameter {key!r}", p)
                 rebind = None
             buf = record[index]
-            if view.shape != buf.shape or view.dtype != buf.dtype:
+            if view.shape != buf.shape or (view.dtype != buf.dtype and not (
+                    formats.is_bfloat16(buf) and view.dtype == np.float32)):
                 raise ValueError(f"parameter {key!r} has shape {view.shape} and dtype "
                                  f"{view.dtype}, but its state has {buf.shape} and "
                                  f"{buf.dtype}")
@@ -440,15 +463,9 @@ class Optimizer:
                 step = group * _groups_mod.STRIDE + int(step)
             record = [np.array(step, dtype=np.int64)]
             for n in names:
-                buf = st[n]
-                if not isinstance(buf, np.ndarray) or buf.dtype not in _core.FLOAT_DTYPES:
-                    raise TypeError(f"state {n!r} of parameter {key!r} must be a float32 "
-                                    f"or float64 array")
-                ref = st[names[0]]
-                if buf.shape != ref.shape or buf.dtype != ref.dtype:
-                    raise ValueError(f"state buffers of parameter {key!r} differ in shape "
-                                     f"or dtype")
-                record.append(np.array(buf, copy=True, order="K"))
+                record.append(_loaded_buffer(key, n, st[n], st[names[0]],
+                                             None if n == "ema" else
+                                             hyper.get("state_dtype")))
             slots[key] = record
         if grouped:
             self._groups.load(state_dict["groups"], hyper)  # checks the number of groups
@@ -459,6 +476,32 @@ class Optimizer:
         self._plan.clear()
         self._steps.clear()
         object.__setattr__(self, "_ema_swap", False)  # saved state is never swapped
+
+
+def _loaded_buffer(key, name, buf, first, state_dtype):
+    """A copy of state buffer ``name`` of a state_dict in the format ``state_dtype``:
+    float32 or float64 as is for None (bfloat16 widened to float32, exactly); bfloat16
+    as is, or float32 rounded to it, for "bfloat16" -- so that changing ``state_dtype``
+    in a state_dict converts its state. Raises for anything else."""
+    if not isinstance(buf, np.ndarray) or (buf.dtype not in _core.FLOAT_DTYPES
+                                           and not formats.is_bfloat16(buf)):
+        raise TypeError(f"state {name!r} of parameter {key!r} must be a float32, float64 "
+                        f"or bfloat16 array")
+    if buf.shape != first.shape:
+        raise ValueError(f"state buffers of parameter {key!r} differ in shape")
+    if state_dtype is None:
+        if formats.is_bfloat16(buf):
+            return np.array(buf, dtype=np.float32, order="K")
+        return np.array(buf, copy=True, order="K")
+    if formats.is_bfloat16(buf):
+        return np.array(buf, dtype=formats.bfloat16(), copy=True, order="K")
+    if buf.dtype != np.float32:
+        raise ValueError(f"state {name!r} of parameter {key!r} is {buf.dtype}, and "
+                         f"state_dtype={state_dtype!r} keeps the state of float32 "
+                         f"parameters")
+    out = np.empty_like(buf, dtype=formats.bfloat16(), order="K")
+    reference.to_bfloat16(buf, out)
+    return out
 
 
 class ScheduleFree(Optimizer):
@@ -760,6 +803,12 @@ def _check_keywords(rule, kwargs):
     for key in kwargs:
         if key in names or key in _OPTION_NAMES:
             continue
+        if key == "state_dtype" and rule.trust_ratio:
+            raise TypeError(
+                f"{rule.class_name}() has no state_dtype option yet: its trust ratio "
+                f"reads the state twice per step (the norms, then the step), and the "
+                f"second read of rounded state is not specified yet; keep its state in "
+                f"the parameters' dtype")
         if key == "ema" and rule.schedule_free:
             raise TypeError(
                 f"{rule.class_name}() has no ema option: its evaluation point x (see "

@@ -32,7 +32,8 @@ SUM_LANES = 8
 __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
            "lion", "adamax", "nadam", "radam", "schedulefree_adamw", "adam_amsgrad",
            "adamw_amsgrad", "rmsprop_centered", "rmsprop_momentum",
-           "rmsprop_centered_momentum", "lamb", "ema", "sum_of_squares", "trust_ratio"]
+           "rmsprop_centered_momentum", "lamb", "ema", "sum_of_squares", "trust_ratio",
+           "to_bfloat16", "with_bfloat16_state"]
 
 
 def _scalars(param, *values):
@@ -390,3 +391,26 @@ def lamb(param, grad, exp_avg, exp_avg_sq, *, beta1, one_minus_beta1, beta2,
     ratio = trust_ratio(sum_of_squares([param]), sum_of_squares([u]))
     (trust_lr,) = _scalars(param, lr * ratio)
     param -= trust_lr * u
+
+
+# ---------------------------------------------------------------------------------------
+# State formats (fastoptim.formats, docs/state.rst): bfloat16 state is the rule above
+# on its float32 widening, then the new state rounded back
+# ---------------------------------------------------------------------------------------
+
+def to_bfloat16(x, out):
+    """``out[...] = x`` rounded to the nearest bfloat16, ties to even (ml_dtypes' cast: a
+    NaN becomes the quiet NaN of its sign, a value past the largest bfloat16 Inf,
+    subnormals are kept): the kernels' rounding of bfloat16 state."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf are values here
+        out[...] = x.astype(out.dtype)
+
+
+def with_bfloat16_state(kernel, param, grad, *states, **scalars):
+    """One step of ``kernel`` (a rule of this module) with bfloat16 state buffers
+    ``states``: each widened to float32 (exact), the rule on them in float32, the new
+    state rounded back (:func:`to_bfloat16`)."""
+    wide = [s.astype(np.float32) for s in states]
+    kernel(param, grad, *wide, **scalars)
+    for s, w in zip(states, wide):
+        to_bfloat16(w, s)

@@ -23,7 +23,7 @@ import math
 import numbers
 
 __all__ = ["Hyper", "Rule", "RULES", "VARIANTS", "KERNEL_ROWS", "BY_NAME", "BY_CLASS",
-           "BY_KERNEL", "EMA_FLAG", "get", "schedulefree_step"]
+           "BY_KERNEL", "EMA_FLAG", "BF16_FLAG", "STATE_DTYPES", "get", "schedulefree_step"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -62,6 +62,28 @@ def check_unit_closed(name, value):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"Invalid {name}: {value!r} (must satisfy 0 <= {name} <= 1)")
     return value
+
+
+#: The state formats of ``state_dtype`` (see docs/state.rst): None keeps the state in
+#: the parameter's dtype; "bfloat16" keeps the rule's state buffers in bfloat16
+#: (float32 parameters), widened exactly for each step and rounded to nearest even.
+STATE_DTYPES = (None, "bfloat16")
+
+
+def check_state_dtype(name, value):
+    """None (the parameter's dtype) or "bfloat16" (the string, or a dtype/type whose
+    name is bfloat16, such as ``ml_dtypes.bfloat16``)."""
+    if value is None or value in STATE_DTYPES:
+        return value
+    named = getattr(value, "name", None) or getattr(value, "__name__", None)
+    if named == "bfloat16":
+        return "bfloat16"
+    if value in ("float32", "float64") or named in ("float32", "float64"):
+        raise ValueError(f"Invalid {name}: {value!r} (float state is kept in the "
+                         f"parameter's dtype: leave {name}=None; the other formats are "
+                         f"{', '.join(repr(v) for v in STATE_DTYPES[1:])})")
+    raise ValueError(f"Invalid {name}: {value!r} (must be None, the parameter's dtype, "
+                     f"or {', '.join(repr(v) for v in STATE_DTYPES[1:])})")
 
 
 def check_betas(name, value):
@@ -138,7 +160,8 @@ _RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
                check_unit_closed: "0 <= {name} <= 1",
                check_betas: "each 0 <= beta < 1", check_bool: "True or False",
                check_sf_betas: "0 < beta1 < 1 and 0 <= beta2 < 1",
-               check_count: "an int >= 0"}
+               check_count: "an int >= 0",
+               check_state_dtype: "None or 'bfloat16'"}
 
 
 class Hyper(_Row):
@@ -187,6 +210,18 @@ EMA = Hyper("ema", 0.0, check_unit_open,
 #: ``ema``): the rule's loop also does a <- ema*a + (1-ema)*p for each element just
 #: stepped (kernels/_dispatch.pxi.tp; kernels/_body.pxi checks its own copy of this value).
 EMA_FLAG = 1024
+# every rule's option but LAMB's (Rule adds it, before maximize): the state's format
+STATE_DTYPE = Hyper(
+    "state_dtype", None, check_state_dtype,
+    "The format of the rule's state buffers: None keeps them in the parameter's dtype; "
+    "``'bfloat16'`` (float32 parameters) keeps them in bfloat16, half the bytes: each "
+    "step widens them to float32 (exact), runs the rule in float32 and rounds the new "
+    "state to nearest even, block by block in the same pass (see docs/state.rst). The "
+    "moving average of ``ema`` stays in the parameter's dtype.", type="str or None",
+    option=True, structural=True)
+#: The bit of a kernel id that says "the rule's state buffers are bfloat16"
+#: (state_dtype="bfloat16"; kernels/_body.pxi checks its own copy of this value).
+BF16_FLAG = 2048
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
 _AMSGRAD = Hyper("amsgrad", False, check_bool,
@@ -421,10 +456,11 @@ SCHEDULE_FREE_START = (0, -1.0, 0.0)  # (k, lr_max, weight_sum) before the first
 
 
 def schedulefree_step(k, lr_max, weight_sum, *, lr, betas, eps, weight_decay,
-                      warmup_steps, r, weight_lr_power, maximize=False):
+                      warmup_steps, r, weight_lr_power, maximize=False, state_dtype=None):
     """(the rule's kernel scalars of step k+1, the new lr_max, the new weight_sum) from
     the optimizer-level state (k, lr_max, weight_sum) before that step. ``maximize`` is
-    taken and left to the caller (the engine's gradient sign comes after these)."""
+    taken and left to the caller (the engine's gradient sign comes after these), and so
+    is ``state_dtype`` (the engine's)."""
     beta1, beta2 = betas
     sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
     lr_k = lr * sched
@@ -513,6 +549,8 @@ class Rule(_Row):
         extra = []
         if "ema" not in names and not self.schedule_free:  # every rule but Schedule-Free's
             extra.append(EMA)
+        if "state_dtype" not in names and not self.trust_ratio:  # every rule but LAMB's
+            extra.append(STATE_DTYPE)
         if "maximize" not in names:  # every rule has it, last
             extra.append(MAXIMIZE)
         if extra:
@@ -613,7 +651,8 @@ class Rule(_Row):
         has no variant."""
         own = self.ema_of if self.ema_of is not None else self
         base = BY_NAME[own.variant_of[0]] if own.variant_of else own
-        active = tuple(h.name for h in base.hyper if h.structural and h.name != "ema"
+        active = tuple(h.name for h in base.hyper if h.structural
+                       and h.name not in ("ema", "state_dtype")
                        and hyper.get(h.name, h.default) != h.default)
         row = base
         if active:
@@ -630,13 +669,18 @@ class Rule(_Row):
         by_name = {h.name: h for h in self.hyper}
         return {n: by_name[n].check(n, v) for n, v in hyper.items()}
 
-    def state_bytes(self, itemsize):
+    def state_bytes(self, itemsize, state_itemsize=None):
         """Bytes of memory one ``update`` moves per element: the parameter read and
         written, the gradient read, each state buffer read and written; for a
         ``trust_ratio`` rule, the parameter and the state read again in the second
-        phase."""
-        again = 1 + len(self.state) - ("ema" in self.state) if self.trust_ratio else 0
-        return itemsize * (3 + 2 * len(self.state) + again)
+        phase. ``state_itemsize``: of the rule's state buffers when their format is not
+        the parameter's (2 for bfloat16); the moving average (``ema``) is the
+        parameter's."""
+        si = itemsize if state_itemsize is None else state_itemsize
+        own = len(self.state) - ("ema" in self.state)
+        again = (itemsize + own * si) if self.trust_ratio else 0
+        return (3 * itemsize + 2 * own * si + 2 * itemsize * ("ema" in self.state)
+                + again)
 
 
 RULES = (

@@ -61,6 +61,8 @@ HYPER = {
     "maximize": st.booleans(),
     "amsgrad": st.booleans(),
     "centered": st.booleans(),
+    # bfloat16 state (float32 parameters; both backends refuse float64 ones alike)
+    "state_dtype": st.sampled_from([None, "bfloat16"]),
     "ema": st.one_of(st.sampled_from([0.0, 0.9, 0.999]), st.floats(0.0, 1.0, exclude_max=True)),
     "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
     "initial_accumulator_value": st.one_of(st.sampled_from([0.0, 0.1, 1.0]),
@@ -171,7 +173,7 @@ def assert_bits(a, b, what, layout=True):
         assert a.flags.f_contiguous == b.flags.f_contiguous, what
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     assert np.array_equal(nan_a, nan_b), f"{what}: NaN positions differ"
-    ints = np.uint32 if a.dtype == np.float32 else np.uint64
+    ints = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]  # bfloat16: 2
     ua, ub = a.view(ints)[~nan_a], b.view(ints)[~nan_b]
     if not np.array_equal(ua, ub):
         i = np.flatnonzero(ua != ub)[0]

@@ -90,7 +90,9 @@ def main(argv=None):
                     help=f"comma-separated rules (default: all {count_word(len(RULES))}); "
                          f"also the variants of the options that add a state buffer: "
                          f"{', '.join(VARIANTS)}; and any of these but "
-                         f"schedulefree_adamw with +ema (the moving average): adam+ema")
+                         f"schedulefree_adamw with +ema (the moving average): adam+ema; "
+                         f"then any but lamb with +bf16 (bfloat16 state, the float32 "
+                         f"rows only): adam+bf16, adam+ema+bf16")
     ap.add_argument("--sizes", default="1e5,1e6,1e7",
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -145,7 +147,8 @@ def main(argv=None):
     bad = [r for r in rules if not known(r)]
     if bad:
         ap.error(f"unknown rule(s) {bad}; choose from {RULES + VARIANTS}, each but "
-                 f"schedulefree_adamw also with +ema")
+                 f"schedulefree_adamw also with +ema, then each but lamb also with +bf16 "
+                 f"(bfloat16 state)")
     try:
         sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:

@@ -536,9 +536,13 @@ PLAIN = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop
 def plain_optimizer(name, **hyper):
     """The plain NumPy optimizer of rule ``name`` (class or rule name, e.g. "Adam" or
     "adam") with hyper-parameters ``hyper`` (the fastoptim class's keywords, as in
-    :func:`fastoptim.demo.settings.hyper`; ``num_threads`` and ``backend`` do not apply).
+    :func:`fastoptim.demo.settings.hyper`; ``num_threads`` and ``backend`` do not apply,
+    nor does ``state_dtype`` but None).
     Raises ``NotImplementedError`` for a rule of the table with no class here."""
     rule = rules.get(name)
+    if hyper.pop("state_dtype", None) is not None:
+        raise ValueError("the plain NumPy optimizers keep float state, as a user writes "
+                         "them: state_dtype applies to fastoptim's optimizers only")
     cls = PLAIN.get(rule.class_name)
     if cls is None:
         raise NotImplementedError(

@@ -1,11 +1,13 @@
-"""What bfloat16 optimizer state costs in accuracy: the demo's digits MLP (64-100-10,
+"""What bfloat16 and 8-bit optimizer state cost in accuracy: the demo's digits MLP (64-100-10,
 ReLU, softmax; scikit-learn's bundled 8x8 digits, 1438 training and 359 test images;
 30 epochs of mini-batches of 32, the demo's settings) and a larger MLP on the same data
 (64-512-512-10, the same settings), trained with every rule that has ``state_dtype`` --
-each from the same initial weights on the same batches, once with float32 state and
-once with bfloat16 state. Prints the final training loss and test accuracy of each, and
-the mean training loss over the epochs with bfloat16 state relative to float32's (the
-curves' areas: a late loss near 0 makes relative gaps of single epochs meaningless).
+each from the same initial weights on the same batches, with float32, bfloat16 and (the
+rules that have it) 8-bit state. Prints the final training loss and test accuracy of
+each, and the mean training loss over the epochs with each low-precision format
+relative to float32's (the curves' areas: a late loss near 0 makes relative gaps of
+single epochs meaningless). The digits nets' weight matrices are 6400, 51200 and
+262144 elements: over 4096, so they take 8-bit state; the biases keep float32.
 
     python bench/state_accuracy.py [--rules adam,...] [--epochs 30] [--hidden 100]
 
@@ -23,7 +25,7 @@ from fastoptim.demo import nn, settings
 from fastoptim.demo.loop import train_epoch
 from fastoptim.demo.train import DEMO_SETUPS, load_data
 
-FORMATS = (None, "bfloat16")
+FORMATS = (None, "bfloat16", "int8")
 
 
 def train(name, hidden, epochs, state_dtype, seed=0):
@@ -59,18 +61,25 @@ def main(argv=None):
     ap.add_argument("--hidden", default="100;512,512",
                     help="hidden layer widths per net, nets separated by ';'")
     args = ap.parse_args(argv)
-    head = ["net", "rule", "loss f32 state", "loss bf16 state", "acc f32", "acc bf16",
-            "mean loss bf16/f32"]
+    head = ["net", "rule", "loss f32", "loss bf16", "loss int8", "acc f32", "acc bf16",
+            "acc int8", "mean loss bf16/f32", "int8/f32"]
     print("| " + " | ".join(head) + " |")
     print("| " + " | ".join("---" for _ in head) + " |")
     for hidden in args.hidden.split(";"):
         widths = [int(w) for w in hidden.split(",")]
         for name in args.rules.split(","):
-            a, b = (train(name, widths, args.epochs, f) for f in FORMATS)
-            area = sum(y[0] for y in b) / sum(x[0] for x in a)
+            has8 = rules.get(name).int8_maps is not None
+            a, b = (train(name, widths, args.epochs, f) for f in FORMATS[:2])
+            c = train(name, widths, args.epochs, "int8") if has8 else None
             net = "-".join(map(str, [64, *widths, 10]))
-            print(f"| {net} | {name} | {a[-1][0]:.3g} | {b[-1][0]:.3g} | "
-                  f"{a[-1][1]:.3f} | {b[-1][1]:.3f} | {area:.3f} |", flush=True)
+
+            def area(x):
+                return f"{sum(y[0] for y in x) / sum(y[0] for y in a):.3f}" if x else "—"
+            cl = f"{c[-1][0]:.3g}" if c else "—"
+            ca = f"{c[-1][1]:.3f}" if c else "—"
+            print(f"| {net} | {name} | {a[-1][0]:.3g} | {b[-1][0]:.3g} | {cl} | "
+                  f"{a[-1][1]:.3f} | {b[-1][1]:.3f} | {ca} | {area(b)} | {area(c)} |",
+                  flush=True)
     return 0
 
 

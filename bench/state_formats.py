@@ -1,8 +1,9 @@
-"""Float32 against bfloat16 optimizer state, side by side in one run: per rule and size,
-one ``update`` of one float32 parameter with ``state_dtype=None`` and with
-``state_dtype="bfloat16"``, and the streaming roofline of each (the float32 rule's
-streaming time -- the same arrays read and written with no arithmetic -- and, for
-bfloat16 state, that time scaled by the ratio of the bytes the two move). Rounds
+"""Float32 against bfloat16 and 8-bit optimizer state, side by side in one run: per rule
+and size, one ``update`` of one float32 parameter with ``state_dtype=None``,
+``"bfloat16"`` and (the rules that have it) ``"int8"``, and the streaming roofline of
+each (the float32 rule's streaming time -- the same arrays read and written with no
+arithmetic -- and, for the other formats, that time scaled by the ratio of the bytes
+they move; 8-bit state's absmax, 4 bytes per 256 elements, is left out). Rounds
 alternate the order; medians of the calls after the first round.
 
     python bench/state_formats.py [--rules adam,momentum,...] [--sizes 1e7,1e8]
@@ -10,7 +11,7 @@ alternate the order; medians of the calls after the first round.
 
 Prints ms per update, GB/s (the bytes of ``fastoptim.rules.Rule.state_bytes``), the
 percentage of each format's own roofline, the state's bytes per parameter as the
-optimizer reports them, and bfloat16's speed-up over float32 state. No test asserts a
+optimizer reports them, and each format's speed-up over float32 state. No test asserts a
 time; bench/test_bench_state.py is the pytest-benchmark form.
 """
 
@@ -24,6 +25,7 @@ import fastoptim as fo
 from fastoptim import _bench
 
 RULES = "adam,adamw,momentum,nesterov,rmsprop,adagrad,lion,adadelta"
+SUFFIX = {"float32": "", "bfloat16": "+bf16", "int8": "+int8"}
 
 
 def _time(fn):
@@ -33,10 +35,10 @@ def _time(fn):
 
 
 def case(rule, n, threads, rounds):
-    """{"float32": (update s, roofline s, state B/param), "bfloat16": (...)}."""
-    steps = {fmt: _bench.fastoptim_step(rule + ("+bf16" if fmt == "bfloat16" else ""),
-                                        n, np.float32, threads, "compiled")
-             for fmt in ("float32", "bfloat16")}
+    """{"float32": (update s, roofline s, state B/param), "bfloat16": (...), ...}."""
+    fmts = ["float32", "bfloat16"] + (["int8"] if _bench._row(rule).int8_maps else [])
+    steps = {fmt: _bench.fastoptim_step(rule + SUFFIX[fmt], n, np.float32, threads,
+                                        "compiled") for fmt in fmts}
     roof = _bench.roofline_step(rule, n, np.float32,
                                 threads or fo.get_config()["threads"])
     calls = {**steps, "roofline": roof}
@@ -49,12 +51,13 @@ def case(rule, n, threads, rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             times[name].extend(_time(calls[name]) for _ in range(reps))
     med = {k: statistics.median(v[reps:]) for k, v in times.items()}
-    scale = _bench.bytes_per_element(rule + "+bf16", np.float32) / \
-        _bench.bytes_per_element(rule, np.float32)
-    return {"float32": (med["float32"], med["roofline"],
-                        steps["float32"].optimizer.state_nbytes_per_param),
-            "bfloat16": (med["bfloat16"], med["roofline"] * scale,
-                         steps["bfloat16"].optimizer.state_nbytes_per_param)}
+    out = {}
+    for fmt in fmts:
+        scale = _bench.bytes_per_element(rule + SUFFIX[fmt], np.float32) / \
+            _bench.bytes_per_element(rule, np.float32)
+        out[fmt] = (med[fmt], med["roofline"] * scale,
+                    steps[fmt].optimizer.state_nbytes_per_param)
+    return out
 
 
 def main(argv=None):
@@ -76,7 +79,7 @@ def main(argv=None):
         for rule in args.rules.split(","):
             res = case(rule, n, args.threads, args.rounds)
             for fmt, (t, roof, per) in res.items():
-                name = rule + ("+bf16" if fmt == "bfloat16" else "")
+                name = rule + SUFFIX[fmt]
                 gbs = _bench.bytes_per_element(name, np.float32) * n / t / 1e9
                 ratio = res["float32"][0] / t
                 print(f"| {rule} | {n:.0e} | {fmt} | {t * 1e3:.2f} | {gbs:.1f} | "

@@ -33,7 +33,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport qsort
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 cimport numpy as cnp
@@ -106,6 +106,78 @@ cdef extern from *:
     float fo_bf16_load(uint16_t h) noexcept nogil
     uint16_t fo_bf16_store(float f) noexcept nogil
 
+
+# 8-bit block-wise state: the bits of a float32 as an integer (memcpy, no punning)
+cdef extern from *:
+    """
+    static inline uint32_t fo_f32_bits(float f) {
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        return u;
+    }
+    static inline float fo_bits_f32(uint32_t u) {
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    """
+    uint32_t fo_f32_bits(float f) noexcept nogil
+    float fo_bits_f32(uint32_t u) noexcept nogil
+
+
+# The inner loops of 8-bit state over one block, in C for ``restrict``: GCC vectorises a
+# table lookup only when it knows the table and the output do not overlap (Cython has
+# no restrict). fo_q8_absmax_bits: the block's largest |x|, as the integer maximum of
+# the bits with the sign cleared (NaN above every number); fo_q8_dequant: out =
+# qmap[codes]*a; fo_q8_encode: each code of y = x/a by the encoding table: its entry
+# for y's sign, exponent and top mantissa bits, plus one if y is above the one boundary
+# the entry holds (fastoptim.formats.encoding_table); NaN -> 255, 0 -> the code of 0.
+# GCC 12 vectorises the lookups with scalar loads into vector registers rather than
+# gather instructions; on this project's AMD EPYC hand-written
+# AVX-512 and AVX2 gathers were slower still (1.84 against 1.49 ns per Adam element on
+# one thread), so the lookups -- four per Adam element -- bound the 8-bit step's speed.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    static inline uint32_t fo_q8_absmax_bits(const float* restrict x, ptrdiff_t n) {
+        uint32_t m = 0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            uint32_t v;
+            memcpy(&v, &x[i], sizeof v);
+            v &= 0x7fffffffu;
+            m = v > m ? v : m;
+        }
+        return m;
+    }
+    static inline void fo_q8_dequant(const uint8_t* restrict codes, float a, ptrdiff_t n,
+                                     const float* restrict qmap, float* restrict out) {
+        for (ptrdiff_t i = 0; i < n; i++)
+            out[i] = qmap[codes[i]] * a;
+    }
+    static inline void fo_q8_encode(const float* restrict x, float a, ptrdiff_t n,
+                                    const uint32_t* restrict enc, uint32_t e0, uint32_t ne,
+                                    uint8_t zero, uint8_t* restrict codes) {
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float y = x[i] / a;
+            uint32_t u;
+            memcpy(&u, &y, sizeof u);
+            uint32_t s = u >> 31, ex = (u >> 23) & 0xffu;
+            uint32_t e2 = ex < e0 ? 0u : (ex > e0 + ne - 1u ? ne - 1u : ex - e0);
+            int idx = (int)(((s * ne + e2) << 7) | ((u >> 16) & 0x7fu));
+            uint32_t ent = enc[idx];
+            uint32_t low = u & 0xffffu;
+            uint32_t up = s ? 0xffffu - low : low;
+            uint32_t c = (ent & 0xffu) + (up > (ent >> 8) ? 1u : 0u);
+            codes[i] = (uint8_t)(y != y ? 255u : (y == 0.0f ? (uint32_t)zero : c));
+        }
+    }
+    """
+    uint32_t fo_q8_absmax_bits(const float* x, Py_ssize_t n) noexcept nogil
+    void fo_q8_dequant(const uint8_t* codes, float a, Py_ssize_t n, const float* qmap,
+                       float* out) noexcept nogil
+    void fo_q8_encode(const float* x, float a, Py_ssize_t n, const uint32_t* enc,
+                      uint32_t e0, uint32_t ne, uint8_t zero, uint8_t* codes) noexcept nogil
+
 include "_pacer.pxi"
 
 # Below these sizes (per update call, in float32 elements: a float64 element counts as
@@ -160,6 +232,54 @@ cdef enum:
     FMT_BF16 = 1       # Entry.fmt: bfloat16 state buffers (float32 parameters)
 BF16_FLAG = BF16_BIT
 
+# A kernel id with this bit set: the rule's state buffers are 8-bit block-wise
+# (fastoptim.rules.INT8_FLAG; state_dtype="int8") -- per entry: a record with an absmax
+# array per buffer is 8-bit (FMT_Q8), one without (an array under rules.INT8_MIN_SIZE)
+# is float32 as usual. An 8-bit entry runs chunk by chunk (_q8_range): each chunk's
+# codes dequantised into float32 buffers on the stack, the rule's usual loop, the new
+# state quantised back block by block (its absmax, then its codes) while in cache.
+cdef enum:
+    INT8_BIT = 4096
+    FMT_Q8 = 2         # Entry.fmt: 8-bit codes (uint8) and a float32 absmax per block
+    Q8_BLOCK = 256     # elements per block (rules.INT8_BLOCK)
+    Q8_CHUNK = 2048    # elements per chunk of the engine's loop (a multiple of Q8_BLOCK)
+    Q8_E0 = 103        # the encoding table's lowest exponent: |y| < 2**-23 is one class
+    Q8_NE = 25         # exponents Q8_E0 .. 127 (|y| <= 1)
+    Q8_TABLE = 6400    # 2 signs x Q8_NE exponents x 128 (7 mantissa bits)
+INT8_FLAG = INT8_BIT
+INT8_BLOCK = Q8_BLOCK
+INT8_TABLE = (Q8_E0, Q8_NE, Q8_TABLE)
+
+# the maps (0: signed, 1: unsigned; fastoptim.reference.dynamic_map) and their encoding
+# tables (fastoptim.formats.encoding_table), set by fastoptim.formats before any 8-bit
+# state is made; _q8_ready: set
+cdef float _qmap[2][256]
+cdef uint32_t _qenc[2][Q8_TABLE]
+cdef uint8_t _qzero[2]  # the code of y = 0 in each map
+cdef int _q8_ready = 0
+
+
+def set_int8_tables(const float[::1] signed_map, const float[::1] unsigned_map,
+                    const uint32_t[::1] signed_enc, const uint32_t[::1] unsigned_enc,
+                    int signed_zero, int unsigned_zero):
+    """Register the 8-bit maps, their encoding tables and the codes of 0
+    (fastoptim.formats)."""
+    global _q8_ready
+    cdef int i
+    if (signed_map.shape[0] != 256 or unsigned_map.shape[0] != 256
+            or signed_enc.shape[0] != Q8_TABLE or unsigned_enc.shape[0] != Q8_TABLE):
+        raise ValueError("bad 8-bit tables")
+    for i in range(256):
+        _qmap[0][i] = signed_map[i]
+        _qmap[1][i] = unsigned_map[i]
+    for i in range(Q8_TABLE):
+        _qenc[0][i] = signed_enc[i]
+        _qenc[1][i] = unsigned_enc[i]
+    _qzero[0] = <uint8_t>signed_zero
+    _qzero[1] = <uint8_t>unsigned_zero
+    _q8_ready = 1
+
+
 # NumPy's type number of ml_dtypes.bfloat16 (a user dtype: its number is given at run
 # time, by fastoptim.formats, before any bfloat16 state is made); -1: not registered
 cdef int _bf16_typenum = -1
@@ -177,6 +297,7 @@ ctypedef struct Entry:
     char* s[MAX_STATE]  # state buffers (written), NULL past the rule's count
     char* avg          # the moving average (written), NULL without ema
     char* acc          # with a mean: the accumulated gradients (read), else NULL
+    char* q[MAX_STATE]  # 8-bit entries: each state buffer's absmax (float32), else NULL
     Py_ssize_t n       # elements
     Py_ssize_t start   # index of its first element in the concatenation of the table
     Py_ssize_t sbytes  # bytes of each of its state buffers s[] (the average: the param's)
@@ -273,6 +394,75 @@ cdef void _bf16_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t b,
         c = c1
 
 
+cdef inline void _q8_load(const uint8_t* codes, const float* absmax, Py_ssize_t n,
+                          const float* qmap, float* out) noexcept nogil:
+    """out[i] = qmap[codes[i]] * absmax of its block, for n elements from a block start."""
+    cdef Py_ssize_t b0, b1
+    b0 = 0
+    while b0 < n:
+        b1 = b0 + Q8_BLOCK if n - b0 > Q8_BLOCK else n
+        fo_q8_dequant(codes + b0, absmax[b0 // Q8_BLOCK], b1 - b0, qmap, out + b0)
+        b0 = b1
+
+
+cdef inline void _q8_store(const float* x, Py_ssize_t n, const uint32_t* enc,
+                           uint8_t zero, uint8_t* codes, float* absmax) noexcept nogil:
+    """Quantise n elements from a block start, block by block: the block's absmax (an
+    integer maximum of the bits with the sign cleared: NaN above every number), then
+    each code of x/absmax (of 0 where the absmax is 0)."""
+    cdef Py_ssize_t i, b0, b1
+    cdef uint32_t m
+    cdef float a
+    b0 = 0
+    while b0 < n:
+        b1 = b0 + Q8_BLOCK if n - b0 > Q8_BLOCK else n
+        m = fo_q8_absmax_bits(x + b0, b1 - b0)
+        a = fo_bits_f32(m)
+        absmax[b0 // Q8_BLOCK] = a
+        if m == 0:
+            for i in range(b0, b1):
+                codes[i] = zero
+        else:
+            fo_q8_encode(x + b0, a, b1 - b0, enc, Q8_E0, Q8_NE, zero, codes + b0)
+        b0 = b1
+
+
+cdef void _q8_range(int rule, const Entry* e, Py_ssize_t a, Py_ssize_t b,
+                    const float* sc) noexcept nogil:
+    """Elements [a, b) of an entry with 8-bit state (a a multiple of Q8_BLOCK, b one or
+    the entry's end), Q8_CHUNK at a time: each state buffer's codes dequantised into a
+    float32 buffer, the gradient's mean when there is one, the rule's loop (_range, as
+    for float32 state), the new state quantised back (fastoptim.reference's
+    with_int8_state). Blocks are the array's own, so threads change no bit."""
+    cdef float stage[MAX_STATE * Q8_CHUNK]
+    cdef float mean[Q8_CHUNK]
+    cdef float* st[MAX_STATE]
+    cdef int j, ns = N_STATE[rule], sign
+    cdef Py_ssize_t c = a, c1
+    cdef float* p = <float*>e.p
+    cdef float* avg = <float*>e.avg
+    cdef const float* g
+    for j in range(MAX_STATE):
+        st[j] = &stage[j * Q8_CHUNK] if j < ns else NULL
+    while c < b:
+        c1 = c + Q8_CHUNK if b - c > Q8_CHUNK else b
+        for j in range(ns):
+            sign = 0 if (Q8_SIGNED[rule] >> j) & 1 else 1
+            _q8_load(<const uint8_t*>e.s[j] + c, <const float*>e.q[j] + c // Q8_BLOCK,
+                     c1 - c, _qmap[sign], st[j])
+        if e.acc != NULL:
+            _mean_range(mean, <const float*>e.acc + c, <const float*>e.g + c, c1 - c, sc)
+            g = mean
+        else:
+            g = <const float*>e.g + c
+        _range(rule, p + c, g, st, c1 - c, sc, avg + c if avg != NULL else NULL)
+        for j in range(ns):
+            sign = 0 if (Q8_SIGNED[rule] >> j) & 1 else 1
+            _q8_store(st[j], c1 - c, _qenc[sign], _qzero[sign], <uint8_t*>e.s[j] + c,
+                      <float*>e.q[j] + c // Q8_BLOCK)
+        c = c1
+
+
 cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Elements [lo, hi) of the concatenated table, entry by entry."""
@@ -280,8 +470,15 @@ cdef void _span(int rule, const Entry* e, Py_ssize_t ne, const ScalarSet* ss,
     while k < ne and e[k].start < hi:
         a = lo - e[k].start if lo > e[k].start else 0
         b = hi - e[k].start if hi - e[k].start < e[k].n else e[k].n
+        if e[k].fmt == FMT_Q8:  # the blocks that start in [a, b): each by one thread
+            a = (a + Q8_BLOCK - 1) // Q8_BLOCK * Q8_BLOCK
+            b = (b + Q8_BLOCK - 1) // Q8_BLOCK * Q8_BLOCK
+            if b > e[k].n:
+                b = e[k].n
         if b > a:
-            if e[k].fmt == FMT_BF16:
+            if e[k].fmt == FMT_Q8:
+                _q8_range(rule, &e[k], a, b, ss[e[k].sc].f)
+            elif e[k].fmt == FMT_BF16:
                 _bf16_range(rule, &e[k], a, b, ss[e[k].sc].f)
             elif e[k].dbl:
                 _entry_range[double](rule, &e[k], a, b, ss[e[k].sc].d)
@@ -552,6 +749,7 @@ cdef void _one(int rule, floating* p, const floating* g, floating** s, Py_ssize_
     e.g = <char*>g
     for k in range(MAX_STATE):
         e.s[k] = <char*>s[k]
+        e.q[k] = NULL
     e.avg = NULL
     e.acc = NULL
     e.n = n
@@ -692,7 +890,7 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     cdef char* kbuf
     cdef const char* g0
     cdef const char* g1
-    cdef int b, w = MAX_STATE + 3
+    cdef int b, w = 2 * MAX_STATE + 3
     # the cache key: every parameter's, state buffer's and average's pointer, and the
     # byte size (the state buffers' follows from it and the kernel id, which the cache's
     # owner, an optimizer, does not change while it holds state)
@@ -702,6 +900,7 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
         (<Py_ssize_t*>kbuf)[w * k] = <Py_ssize_t>e[k].p
         for b in range(MAX_STATE):
             (<Py_ssize_t*>kbuf)[w * k + 1 + b] = <Py_ssize_t>e[k].s[b]
+            (<Py_ssize_t*>kbuf)[w * k + 1 + MAX_STATE + b] = <Py_ssize_t>e[k].q[b]
         (<Py_ssize_t*>kbuf)[w * k + w - 2] = <Py_ssize_t>e[k].avg
         (<Py_ssize_t*>kbuf)[w * k + w - 1] = nbytes[k]
     if len(cache) == 3 and cache[0] == key:
@@ -709,12 +908,14 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
         iv = <Interval*><char*>(<bytes>cache[1])
         m = len(<bytes>cache[1]) // sizeof(Interval)
     else:
-        ivs = bytes((2 + MAX_STATE) * ne * sizeof(Interval))
+        ivs = bytes((2 + 2 * MAX_STATE) * ne * sizeof(Interval))
         iv = <Interval*><char*>ivs
         for k in range(ne):
             m = _add_interval(iv, m, e[k].p, nbytes[k], k)
             for b in range(MAX_STATE):
                 m = _add_interval(iv, m, e[k].s[b], e[k].sbytes, k)
+                m = _add_interval(iv, m, e[k].q[b],
+                                  (e[k].n + Q8_BLOCK - 1) // Q8_BLOCK * 4, k)
             m = _add_interval(iv, m, e[k].avg, nbytes[k], k)
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for k in range(1, m):
@@ -748,9 +949,22 @@ cdef bint _cross_overlap(const Entry* e, Py_ssize_t ne, const Py_ssize_t* nbytes
     return False
 
 
-cdef inline Py_ssize_t _nb(int k, int nrule, Py_ssize_t sbytes, Py_ssize_t nbytes) noexcept:
-    # bytes of a record's buffer k: the rule's (k < nrule) are in the state format
-    return sbytes if k < nrule else nbytes
+cdef inline bint _absmax_ok(object obj, Py_ssize_t nblocks, char** data) noexcept:
+    """obj is a 1-D, aligned, writeable, contiguous native float32 array of nblocks."""
+    cdef cnp.ndarray arr
+    cdef int flags
+    if not cnp.PyArray_CheckExact(obj):
+        return False
+    arr = <cnp.ndarray>obj
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIMS(arr)[0] != nblocks):
+        return False
+    flags = cnp.PyArray_FLAGS(arr)
+    if (flags & (_GOOD_FLAGS | cnp.NPY_ARRAY_C_CONTIGUOUS)) != (
+            _GOOD_FLAGS | cnp.NPY_ARRAY_C_CONTIGUOUS):
+        return False
+    data[0] = <char*>cnp.PyArray_DATA(arr)
+    return True
 
 
 cdef object _NO_KEY = object()  # a plan position that names no key yet (None is a key)
@@ -806,7 +1020,8 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef Py_ssize_t n = len(params)
     cdef Py_ssize_t i, k, j, pos = 0, total = 0, work = 0, step, last_step = -1
     cdef bint ema = (rule & EMA_BIT) != 0
-    cdef int fmt = FMT_BF16 if rule & BF16_BIT else FMT_NATIVE
+    cdef int fmt = (FMT_BF16 if rule & BF16_BIT else FMT_Q8 if rule & INT8_BIT
+                    else FMT_NATIVE)
     cdef Py_ssize_t sbytes = 0
     cdef int nstate, nrule, last_sc = -1, nt
     cdef PyObject* kp
@@ -815,7 +1030,10 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef PyObject* sp
     cdef ArrInfo pi
     cdef char* gdata
-    cdef char* sdata[MAX_STATE + 1]
+    cdef char* sdata[2 * MAX_STATE + 1]
+    cdef Py_ssize_t sizes[2 * MAX_STATE + 1]
+    cdef int efmt = FMT_NATIVE, nq = 0, nbuf = 0
+    cdef Py_ssize_t nblocks
     cdef bint ok
     cdef Entry* e = NULL
     cdef ScalarSet* ss = NULL
@@ -836,12 +1054,15 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
     cdef list accs = None
     cdef double divisor = 1.0
     cdef char* adata = NULL
-    rule &= ~(EMA_BIT | BF16_BIT)
+    rule &= ~(EMA_BIT | BF16_BIT | INT8_BIT)
     if rule < 0 or rule >= N_RULES:
         raise ValueError(f"no kernel id {rule}")
     if fmt == FMT_BF16 and (_bf16_typenum < 0 or TRUST[rule]):
         raise ValueError("internal error: bfloat16 state without its type registered, "
                          "or for a rule with a trust ratio")
+    if fmt == FMT_Q8 and (not _q8_ready or not Q8_OK[rule]):
+        raise ValueError("internal error: 8-bit state without its tables registered, or "
+                         "for a rule without 8-bit state")
     nrule = N_STATE[rule]
     nstate = nrule + (1 if ema else 0)  # the record's buffers: the rule's, then ema
     if means is not None:
@@ -890,31 +1111,50 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
                     pslots[i] = <object>sp
             ok = _param_ok(p, &pi) and _like(g, &pi, False, &gdata) \
                 and _disjoint(pi.data, pi.nbytes, gdata, pi.nbytes) and sp != NULL
-            if ok and fmt == FMT_BF16:
+            efmt = fmt
+            if ok and fmt != FMT_NATIVE:
                 ok = pi.typenum == cnp.NPY_FLOAT32
             if ok:
                 slot = <object>sp
-                ok = type(slot) is list and len(<list>slot) == nstate + 1
-                # the rule's buffers in the state format, then the average's (the param's)
-                sbytes = pi.size * 2 if fmt == FMT_BF16 else pi.nbytes
-                for k in range(nstate):
-                    ok = ok and (_like_typed((<list>slot)[k + 1], &pi, _bf16_typenum, True,
-                                             &sdata[k])
-                                 if fmt == FMT_BF16 and k < nrule else
-                                 _like((<list>slot)[k + 1], &pi, True, &sdata[k])) \
-                        and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes), gdata,
-                                      pi.nbytes) \
-                        and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes), pi.data,
-                                      pi.nbytes)
+                ok = type(slot) is list
+            if ok:
+                # an array under rules.INT8_MIN_SIZE in an 8-bit optimizer: float32 state
+                if efmt == FMT_Q8 and len(<list>slot) == nstate + 1:
+                    efmt = FMT_NATIVE
+                nq = nrule if efmt == FMT_Q8 else 0
+                ok = len(<list>slot) == nstate + nq + 1
+                # the record's arrays, in sdata: the rule's buffers (in the state
+                # format), the average (the param's), the absmax arrays of 8-bit state
+                sbytes = (pi.size * 2 if efmt == FMT_BF16 else
+                          pi.size if efmt == FMT_Q8 else pi.nbytes)
+                nblocks = (pi.size + Q8_BLOCK - 1) // Q8_BLOCK
+                nbuf = nstate + nq
+                for k in range(nbuf):
+                    if not ok:
+                        break
+                    if k < nrule:
+                        obj = (<list>slot)[k + 1]
+                        sizes[k] = sbytes
+                        ok = (_like_typed(obj, &pi, _bf16_typenum, True, &sdata[k])
+                              if efmt == FMT_BF16 else
+                              _like_typed(obj, &pi, cnp.NPY_UINT8, True, &sdata[k])
+                              if efmt == FMT_Q8 else _like(obj, &pi, True, &sdata[k]))
+                    elif k < nstate:  # the average
+                        sizes[k] = pi.nbytes
+                        ok = _like((<list>slot)[1 + nrule + nq], &pi, True, &sdata[k])
+                    else:  # an absmax: 1-D float32, one per block
+                        sizes[k] = nblocks * 4
+                        ok = _absmax_ok((<list>slot)[1 + nrule + k - nstate], nblocks,
+                                        &sdata[k])
+                    ok = ok and _disjoint(sdata[k], sizes[k], gdata, pi.nbytes) \
+                        and _disjoint(sdata[k], sizes[k], pi.data, pi.nbytes)
                     for j in range(k):
-                        ok = ok and _disjoint(sdata[k], _nb(k, nrule, sbytes, pi.nbytes),
-                                              sdata[j], _nb(j, nrule, sbytes, pi.nbytes))
+                        ok = ok and _disjoint(sdata[k], sizes[k], sdata[j], sizes[j])
             if ok and accs is not None:
                 ok = _like(accs[i], &pi, False, &adata) \
                     and _disjoint(adata, pi.nbytes, pi.data, pi.nbytes)
-                for k in range(nstate):
-                    ok = ok and _disjoint(adata, pi.nbytes, sdata[k],
-                                          _nb(k, nrule, sbytes, pi.nbytes))
+                for k in range(nbuf):
+                    ok = ok and _disjoint(adata, pi.nbytes, sdata[k], sizes[k])
             if ok:
                 box = (<list>slot)[0]
                 ok = (cnp.PyArray_CheckExact(box)
@@ -931,13 +1171,14 @@ def update_many(int rule, object params, object grads, dict slots, object scalar
             e[i].g = gdata
             for k in range(MAX_STATE):
                 e[i].s[k] = sdata[k] if k < nrule else NULL
+                e[i].q[k] = sdata[nstate + k] if k < nq else NULL
             e[i].avg = sdata[nrule] if ema else NULL
             e[i].acc = adata if accs is not None else NULL
             e[i].n = pi.size
             e[i].start = total
             e[i].sbytes = sbytes
             e[i].dbl = pi.typenum == cnp.NPY_FLOAT64
-            e[i].fmt = fmt
+            e[i].fmt = efmt
             total += pi.size
             work += pi.size * (2 if e[i].dbl else 1)
             nbytes[i] = pi.nbytes

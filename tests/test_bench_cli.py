@@ -119,7 +119,10 @@ def test_bench_takes_bfloat16_state(capsys):
     step()
     assert step.optimizer.state_dtype == "bfloat16"
     assert _bench.roofline_step("adam+bf16", 10, np.float32, 1).scale == 20 / 28
-    for bad in ("lamb+bf16", "adam+bf16+ema", "adam+bf16+bf16"):
+    assert _bench.bytes_per_element("adam+int8", np.float32) == 16
+    assert _bench.known("adam_amsgrad+ema+int8") and not _bench.known("adamax+int8")
+    for bad in ("lamb+bf16", "adam+bf16+ema", "adam+bf16+bf16", "adamax+int8",
+                "adam+int8+bf16"):
         assert not _bench.known(bad)
         with pytest.raises(SystemExit):
             cli.main(["bench", "--rules", bad])

@@ -14,7 +14,8 @@ implementation, alternating over three rounds, and reported as the median (see
 Bytes per element: :meth:`fastoptim.rules.Rule.state_bytes` -- the parameter read and
 written, the gradient read, and each state buffer read and written (float32: 12 bytes,
 plus 8 per state buffer; float64 doubles them; a bfloat16 state buffer, ``+bf16``, 4).
-With bfloat16 state the roofline is the float32 rule's streaming time scaled by the
+With bfloat16 or 8-bit state (``+int8``: 1 byte per state element; the absmax, 4 bytes
+per 256, left out) the roofline is the float32 rule's streaming time scaled by the
 ratio of their bytes (the same arrays, fewer bytes each: the stream kernel moves float
 buffers of one length). Each row also gives the state's bytes per parameter element, as
 the optimizer reports them (``Optimizer.state_nbytes_per_param``).
@@ -42,15 +43,18 @@ VARIANTS = [r.name for r in _rules.VARIANTS]
 OPTIONS_ON = {"amsgrad": True, "centered": True, "momentum": 0.9, "ema": 0.999}
 #: ``adam+ema``: a rule or variant with the parameters' moving average (``ema``).
 EMA_SUFFIX = "+ema"
-#: ``adam+bf16``: a rule or variant (with or without ``+ema``, which comes first) with
-#: bfloat16 state (``state_dtype="bfloat16"``).
+#: ``adam+bf16``, ``adam+int8``: a rule or variant (with or without ``+ema``, which comes
+#: first) with bfloat16 or 8-bit state (``state_dtype="bfloat16"``, ``"int8"``).
 BF16_SUFFIX = "+bf16"
+INT8_SUFFIX = "+int8"
 
 
 def _split_format(rule):
-    """(``rule`` without ``+bf16``, its state_dtype)."""
+    """(``rule`` without ``+bf16`` or ``+int8``, its state_dtype)."""
     if rule.endswith(BF16_SUFFIX):
         return rule[:-len(BF16_SUFFIX)], "bfloat16"
+    if rule.endswith(INT8_SUFFIX):
+        return rule[:-len(INT8_SUFFIX)], "int8"
     return rule, None
 
 
@@ -62,6 +66,8 @@ def known(rule):
     if base not in RULES and base not in VARIANTS:
         return False
     if fmt is not None and "state_dtype" not in _row(base).hyper_names:
+        return False
+    if fmt == "int8" and _row(base).int8_maps is None:
         return False
     return base == rule or not _row(base).schedule_free
 
@@ -104,7 +110,7 @@ def _torch_of(rule):
 def bytes_per_element(rule, dtype):
     """Bytes one ``update`` of ``rule`` moves per element of ``dtype``."""
     return _row(rule).state_bytes(np.dtype(dtype).itemsize,
-                                  2 if state_dtype(rule) == "bfloat16" else None)
+                                  {"bfloat16": 2, "int8": 1}.get(state_dtype(rule)))
 
 
 def _inplace(rule):

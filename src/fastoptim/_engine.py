@@ -116,11 +116,16 @@ def _scalar_what(value):
     return f"a Python {t.__name__}" if t in (float, int) else f"a NumPy {t.__name__} scalar"
 
 
-def new_record(param, names, step=0, init=None, state_dtype=None):
+def new_record(param, names, step=0, init=None, state_dtype=None, rule_maps=None):
     """A state record for ``param``: ``step`` steps taken, buffers of zeros -- or, per
     buffer, of the values ``init`` gives (``Rule.initial_values``: a number, or "param"
     for a copy of ``param`` in its memory order); the rule's buffers in the format
-    ``state_dtype`` (rounded to it), the moving average ``ema`` in the parameter's."""
+    ``state_dtype`` (rounded or quantised to it: ``rule_maps``, the row's
+    ``int8_maps``, for 8-bit state), the moving average ``ema`` in the parameter's."""
+    if formats.int8_applies(state_dtype, param):
+        return _new_int8_record(param, names, step, init, rule_maps)
+    if state_dtype == "int8":  # an array under rules.INT8_MIN_SIZE: float32 state
+        state_dtype = None
     out = [np.array(step, dtype=np.int64)]
     for i, name in enumerate(names):
         v = 0.0 if init is None else init[i]
@@ -144,8 +149,26 @@ def new_record(param, names, step=0, init=None, state_dtype=None):
     return out
 
 
+def _new_int8_record(param, names, step, init, maps):
+    """An 8-bit record: [step, codes..., absmax..., (ema)] (fastoptim.formats)."""
+    own = [n for n in names if n != "ema"]
+    codes, absmaxes = [], []
+    for i, sign in enumerate(maps):
+        v = 0.0 if init is None else init[i]
+        x = np.array(param, dtype=np.float32, order="K") if isinstance(v, str) else \
+            np.full_like(param, v, dtype=np.float32)
+        c, a = formats.quantized(x, sign)
+        codes.append(c)
+        absmaxes.append(a)
+    out = [np.array(step, dtype=np.int64), *codes, *absmaxes]
+    if len(own) != len(names):
+        out.append(np.zeros_like(param))
+    return out
+
+
 def _check_format(naming, key, p, state_dtype):
-    """A parameter that the format ``state_dtype`` does not keep state for: the error."""
+    """A parameter that the format ``state_dtype`` does not keep state for: the error
+    (8-bit state: float32 parameters too, whatever their size)."""
     if state_dtype is not None and p.dtype != np.float32:
         raise ValueError(
             f"{naming.param(key)} is {p.dtype}, and state_dtype={state_dtype!r} keeps the "
@@ -189,12 +212,17 @@ def _fit_owned(key, record, p, order, names, state_dtype=None):
     """An optimizer's record of ``key`` if it fits ``p`` (its buffers in the format
     ``state_dtype``); a re-laid-out copy if only its memory order differs (state is ours
     to copy); else a clear error."""
-    if type(record) is not list or len(record) != len(names) + 1:
+    if type(record) is not list or len(record) != len(names) + 1 and not (
+            state_dtype == "int8" and formats.is_int8_record(record, names)):
         raise RuntimeError(f"internal error: bad state record for {key!r}")
     box = record[0]
     if not (type(box) is np.ndarray and box.dtype == np.int64 and box.size == 1
             and box.flags.writeable and box.flags.aligned):
         raise RuntimeError(f"internal error: the step of {key!r} is not an int64 box")
+    if state_dtype == "int8" and formats.is_int8_record(record, names):
+        return _fit_int8(key, record, p, order, names)
+    if state_dtype == "int8":
+        state_dtype = None  # a small array's float32 state
     fixed = None
     for i, n in enumerate(names):
         buf = record[i + 1]
@@ -212,6 +240,46 @@ def _fit_owned(key, record, p, order, names, state_dtype=None):
                 fixed = list(record)
             fixed[i + 1] = np.array(buf, order=order)
     return record if fixed is None else fixed
+
+
+def _fit_int8(key, record, p, order, names):
+    """An 8-bit record that fits ``p`` (codes of its shape, an absmax per block), its
+    codes re-laid out if only the memory order differs (the blocks follow memory
+    order, so the state is requantised: dequantised in the old order, quantised in the
+    new); else a clear error."""
+    own = [n for n in names if n != "ema"]
+    k = len(own)
+    nblocks = (p.size + rules.INT8_BLOCK - 1) // rules.INT8_BLOCK
+    for i, n in enumerate(own):
+        codes, absmax = record[1 + i], record[1 + k + i]
+        if codes.shape != p.shape or p.dtype != np.float32 or absmax.shape != (nblocks,):
+            raise ValueError(
+                f"optimizer state {n!r} of parameter {key!r} is 8-bit state of shape "
+                f"{codes.shape}, but the parameter now has shape {p.shape} and dtype "
+                f"{p.dtype}; use a new optimizer (or load a matching state_dict) for "
+                f"changed parameters")
+    if "ema" in names:
+        ema = record[-1]
+        if ema.shape != p.shape or ema.dtype != p.dtype:
+            raise ValueError(f"optimizer state 'ema' of parameter {key!r} has shape "
+                             f"{ema.shape} and dtype {ema.dtype}, but the parameter now "
+                             f"has shape {p.shape} and dtype {p.dtype}")
+    fits = all((c.flags.c_contiguous if order == "C" else c.flags.f_contiguous)
+               for c in record[1:1 + k])
+    if fits and ("ema" not in names or (record[-1].flags.c_contiguous if order == "C"
+                                        else record[-1].flags.f_contiguous)):
+        return record
+    fixed = list(record)
+    for i, sign in enumerate(_maps_of(names)):
+        x = formats.dequantized(record[1 + i], record[1 + k + i], sign)
+        fixed[1 + i], fixed[1 + k + i] = formats.quantized(np.array(x, order=order), sign)
+    if "ema" in names:
+        fixed[-1] = np.array(record[-1], order=order)
+    return fixed
+
+
+def _maps_of(names):
+    return [rules.INT8_MAPS[n] for n in names if n != "ema"]
 
 
 def _fit_callers(record, p, order, names):
@@ -274,12 +342,13 @@ def _prepare(rule, params, grads, slots, positions, naming, target=None, init=No
             record = slots.get(key)
             if record is None:
                 if groups is None:
-                    record = new_record(p, names, init=init, state_dtype=state_dtype)
+                    record = new_record(p, names, init=init, state_dtype=state_dtype,
+                                        rule_maps=rule.int8_maps)
                 else:
                     grp = groups.resolve(key, p)
                     record = new_record(p, names, step=grp * _groups_mod.STRIDE,
                                         init=groups.initial_values(grp),
-                                        state_dtype=state_dtype)
+                                        state_dtype=state_dtype, rule_maps=rule.int8_maps)
             else:
                 record = _fit_owned(key, record, p, order, names, state_dtype)
             _check_state_aliasing(names, record[1:], p)
@@ -334,7 +403,9 @@ class NumpyEngine:
             pacer):
         ema = bool(rule_id & rules.EMA_FLAG)
         bf16 = bool(rule_id & rules.BF16_FLAG)
-        rule = rules.KERNEL_ROWS[rule_id & ~(rules.EMA_FLAG | rules.BF16_FLAG)]
+        int8 = bool(rule_id & rules.INT8_FLAG)
+        rule = rules.KERNEL_ROWS[rule_id & ~(rules.EMA_FLAG | rules.BF16_FLAG
+                                             | rules.INT8_FLAG)]
         items = params.items() if isinstance(params, dict) else enumerate(params)
         work = [(p, grads[key], slots[key]) for key, p in items]
         if skip and not all(np.isfinite(g).all() for _, g, _ in work):
@@ -352,7 +423,14 @@ class NumpyEngine:
                 g = g * g.dtype.type(sc[-1])
             flat_p = _core.flat_view(p, order)
             bufs = [_core.flat_view(b, order) for b in record[1:]]
-            if bf16:  # the rule on the state's float32 widening, then rounded back
+            k = len(rule.state)
+            if int8 and len(record) == 1 + 2 * k + ema:  # 8-bit: dequantised, quantised
+                reference.with_int8_state(kernel, flat_p, g,
+                                          *zip(bufs[:k], [b.reshape(-1) for b in
+                                                          record[1 + k:1 + 2 * k]]),
+                                          signs=rule.int8_maps,
+                                          **dict(zip(rule.scalar_names, sc)))
+            elif bf16:  # the rule on the state's float32 widening, then rounded back
                 reference.with_bfloat16_state(kernel, flat_p, g, *bufs[:len(rule.state)],
                                               **dict(zip(rule.scalar_names, sc)))
             else:

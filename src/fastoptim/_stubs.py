@@ -29,6 +29,9 @@ TARGET: str
 RULE_NAMES: tuple[str, ...]
 EMA_FLAG: int
 BF16_FLAG: int
+INT8_FLAG: int
+INT8_BLOCK: int
+INT8_TABLE: tuple[int, int, int]
 SUM_CHUNK: int
 SUM_LANES: int
 
@@ -43,6 +46,9 @@ def update_many(rule: int, params: dict[Any, Any] | list[Any] | tuple[Any, ...],
                 ) -> bool | tuple[list[int] | None, list[int] | None]: ...
 def openmp_enabled() -> bool: ...
 def set_bfloat16_typenum(typenum: int) -> None: ...
+def set_int8_tables(signed_map: _F, unsigned_map: _F, signed_enc: npt.NDArray[np.uint32],
+                    unsigned_enc: npt.NDArray[np.uint32], signed_zero: int,
+                    unsigned_zero: int) -> None: ...
 PACER_BYTES: int
 def pacer_info(pacer: bytearray) -> dict[str, Any] | None: ...
 def pacer_simulate(costs: Iterable[tuple[float, float]], work: int = 1) -> str: ...

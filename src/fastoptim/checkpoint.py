@@ -31,6 +31,9 @@ file never runs code from it and the file is readable with ``np.load`` alone:
     hyper-parameters the rule's buffers (all but ``ema``) hold bfloat16 bit patterns as
     uint16 (``.view(ml_dtypes.bfloat16)`` reads them; NumPy alone has no bfloat16), and
     the entry's ``dtype`` is the parameter's, float32. The bits are stored exactly.
+    With ``"state_dtype": "int8"`` an 8-bit parameter's buffers are its codes (uint8,
+    the parameter's shape) and ``<state name>_absmax`` members (float32, one per block
+    of 256 elements, fastoptim.formats); an array under 4096 elements has float32 state.
 
 Parameter keys must be ``str`` or ``int`` (the list form of ``update`` uses 0, 1, ...);
 :func:`save` refuses any other key with a ``TypeError`` before it writes anything.
@@ -129,12 +132,12 @@ def _pack(optimizer):
     entries, arrays = [], {}
     for i, (key, st) in enumerate(optimizer.state.items()):
         key, key_type = _key_entry(key)
-        bufs = {n: st[n] for n in names}
+        bufs = {n: v for n, v in st.items() if n not in ("step", "group")}
         first = bufs[names[0]] if names else None
+        low = names and (formats.is_bfloat16(first) or first.dtype == np.uint8)
         entry = {"key": key, "key_type": key_type, "step": int(st["step"]),
                  "shape": list(first.shape) if names else None,
-                 "dtype": (str(first.dtype) if not formats.is_bfloat16(first)
-                           else "float32") if names else None,
+                 "dtype": ("float32" if low else str(first.dtype)) if names else None,
                  "buffers": {}}
         if grouped:
             entry["group"] = st["group"]
@@ -359,7 +362,11 @@ def read_state_dict(path):
                 if not isinstance(step, int) or isinstance(step, bool) or step < 0:
                     _fail(path, f"parameter {key!r} has a bad step {step!r}")
                 buffers = entry["buffers"]
-                if not isinstance(buffers, dict) or set(buffers) != set(names):
+                fmt = header["hyperparams"].get("state_dtype")
+                q8 = fmt == "int8" and isinstance(buffers, dict) and \
+                    set(buffers) == set(formats.int8_names(names)) and bool(names)
+                if not isinstance(buffers, dict) or (set(buffers) != set(names)
+                                                     and not q8):
                     _fail(path, f"parameter {key!r} has state {sorted(buffers)} but a "
                                 f"{cls.__name__} keeps {sorted(names)}")
                 st = {"step": step}
@@ -369,7 +376,7 @@ def read_state_dict(path):
                             or not 0 <= group <= len(header["groups"])):
                         _fail(path, f"parameter {key!r} has a bad group {group!r}")
                     st["group"] = group
-                for n in names:
+                for n in buffers:
                     member = buffers[n]
                     if not isinstance(member, str) or member not in members:
                         _fail(path, f"state {n!r} of parameter {key!r} is missing")
@@ -377,14 +384,22 @@ def read_state_dict(path):
                         _fail(path, f"member {member!r} is used twice")
                     expected_members.add(member)
                     arr = z[member]
-                    bf16 = n != "ema" and header["hyperparams"].get("state_dtype") == "bfloat16"
-                    want = "uint16" if bf16 else entry["dtype"]
-                    if (str(arr.dtype) != want or list(arr.shape) != entry["shape"]
-                            or not (bf16 or arr.dtype in _core.FLOAT_DTYPES)
-                            or (bf16 and entry["dtype"] != "float32")):
+                    bf16 = n != "ema" and fmt == "bfloat16"
+                    shape = entry["shape"]
+                    if q8 and n.endswith("_absmax"):
+                        want = "float32"
+                        shape = [(int(np.prod(entry["shape"])) + rules.INT8_BLOCK - 1)
+                                 // rules.INT8_BLOCK]
+                    elif q8 and n != "ema":
+                        want = "uint8"
+                    else:
+                        want = "uint16" if bf16 else entry["dtype"]
+                    if (str(arr.dtype) != want or list(arr.shape) != shape
+                            or not (bf16 or q8 or arr.dtype in _core.FLOAT_DTYPES)
+                            or ((bf16 or q8) and entry["dtype"] != "float32")):
                         _fail(path, f"state {n!r} of parameter {key!r} has shape "
                                     f"{arr.shape} and dtype {arr.dtype}, but the header "
-                                    f"says {entry['shape']} and {want}")
+                                    f"says {shape} and {want}")
                     st[n] = arr.view(formats.bfloat16()) if bf16 else arr
                 state[key] = st
             if _OLD_NUMPY_MEMBER in members - expected_members:

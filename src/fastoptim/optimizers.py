@@ -100,6 +100,13 @@ class Optimizer:
         or a variant for structural options such as ``amsgrad``): it sets the state
         buffers, so it can change only while the optimizer holds no state."""
         row = type(self).rule.row_for(hyper)
+        if hyper.get("state_dtype") == "int8" and row.int8_maps is None:
+            have = ", ".join(rules.BY_NAME[n].class_name for n in rules.INT8_RULES)
+            option = f" with {name}={hyper[name]!r}" if name != "state_dtype" else ""
+            raise ValueError(
+                f"{type(self).__name__} has no 8-bit state (state_dtype='int8'){option}: "
+                f"the rules with it are {have} (the 8-bit optimizers paper's); use "
+                f"state_dtype='bfloat16' or None")
         rule_id = row.id | formats.flag(hyper.get("state_dtype"))
         current = self.__dict__.get("rule", type(self).rule)
         table = self.__dict__.get("_groups")
@@ -168,16 +175,23 @@ class Optimizer:
         """Per parameter key: ``{"step": int, <state name>: array, ...}`` (and
         ``"group"``, its group's index, with ``groups``). The arrays are the live state
         buffers; the dicts are made for each access."""
-        names = self.rule.state
         grouped = self._groups is not None
         out = {}
         for key, rec in self._slots.items():
             step, group = self._step_of(rec)
-            entry = {"step": step, **dict(zip(names, rec[1:]))}
+            entry = {"step": step, **dict(zip(self._names_of(rec), rec[1:]))}
             if grouped:
                 entry["group"] = group
             out[key] = entry
         return out
+
+    def _names_of(self, record):
+        """The names of a state record's arrays (an 8-bit record's: the codes, their
+        ``<name>_absmax``, the average; fastoptim.formats)."""
+        names = self.rule.state
+        if formats.is_int8_record(record, names):
+            return formats.int8_names(names)
+        return names
 
     @property
     def state_nbytes(self) -> int:
@@ -404,12 +418,12 @@ class Optimizer:
         """The optimizer's hyper-parameters and state as plain Python and NumPy values
         (copies: later updates do not change it)."""
         self._check_not_swapped("state_dict()")
-        names = self.rule.state
         grouped = self._groups is not None
         state = {}
         for key, rec in self._slots.items():
             step, group = self._step_of(rec)
-            entry = {"step": step, **{n: b.copy(order="K") for n, b in zip(names, rec[1:])}}
+            entry = {"step": step, **{n: b.copy(order="K")
+                                      for n, b in zip(self._names_of(rec), rec[1:])}}
             if grouped:
                 entry["group"] = group
             state[key] = entry
@@ -444,14 +458,18 @@ class Optimizer:
             raise ValueError(f"hyperparams must have exactly the keys "
                              f"{sorted(self._hyper_names)}, got {sorted(hyper)}")
         hyper = self.rule.check(**hyper)
-        names = type(self).rule.row_for(hyper).state
+        row = type(self).rule.row_for(hyper)
+        names = row.state
         fields = ["step", *names] + (["group"] if grouped else [])
+        fields8 = ["step", *formats.int8_names(names)] + (["group"] if grouped else [])
         n_groups = len(state_dict["groups"]) + 1 if grouped else 1
         slots = {}
         for key, st in dict(state_dict["state"]).items():
-            if not isinstance(st, Mapping) or set(st) != set(fields):
+            if not isinstance(st, Mapping) or (set(st) != set(fields)
+                                               and set(st) != set(fields8)):
                 raise ValueError(f"state of parameter {key!r} must have the keys "
-                                 f"{fields}")
+                                 f"{fields}" + (f" (8-bit state: {fields8})"
+                                                if row.int8_maps else ""))
             step = st["step"]
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"state of parameter {key!r}: step must be an int >= 0, "
@@ -461,12 +479,8 @@ class Optimizer:
             if grouped:
                 group = _groups_mod.check_index(key, st["group"], n_groups)
                 step = group * _groups_mod.STRIDE + int(step)
-            record = [np.array(step, dtype=np.int64)]
-            for n in names:
-                record.append(_loaded_buffer(key, n, st[n], st[names[0]],
-                                             None if n == "ema" else
-                                             hyper.get("state_dtype")))
-            slots[key] = record
+            slots[key] = _loaded_record(key, st, names, row.int8_maps, step,
+                                        hyper.get("state_dtype"))
         if grouped:
             self._groups.load(state_dict["groups"], hyper)  # checks the number of groups
         self._slots = {}  # so that a structural option may pick another row
@@ -476,6 +490,57 @@ class Optimizer:
         self._plan.clear()
         self._steps.clear()
         object.__setattr__(self, "_ema_swap", False)  # saved state is never swapped
+
+
+def _loaded_record(key, st, names, maps, step, state_dtype):
+    """A state record from a state_dict's entry ``st`` in the format ``state_dtype``:
+    8-bit state in an 8-bit optimizer as is (codes and absmax checked); otherwise
+    every buffer as float values (8-bit state dequantised), then in the format:
+    quantised for an 8-bit array (rules.INT8_MIN_SIZE elements or more), else as
+    :func:`_loaded_buffer` converts."""
+    own = [n for n in names if n != "ema"]
+    given8 = bool(own) and f"{own[0]}_absmax" in st
+    record = [np.array(step, dtype=np.int64)]
+    floats = {}
+    for i, n in enumerate(own):
+        if given8:
+            codes, absmax = st[n], st[f"{n}_absmax"]
+            if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint8
+                    and isinstance(absmax, np.ndarray) and absmax.dtype == np.float32
+                    and absmax.shape == ((codes.size + rules.INT8_BLOCK - 1)
+                                         // rules.INT8_BLOCK,)
+                    and codes.shape == st[own[0]].shape):
+                raise ValueError(f"state {n!r} of parameter {key!r}: 8-bit state must be "
+                                 f"uint8 codes of the parameter's shape and a float32 "
+                                 f"absmax per block of {rules.INT8_BLOCK}")
+            if state_dtype == "int8" and codes.size >= rules.INT8_MIN_SIZE:
+                continue  # kept as is below
+            floats[n] = formats.dequantized(codes, absmax, maps[i])
+        else:
+            floats[n] = st[n]
+    shape = st[own[0]].shape if own else None
+    if state_dtype == "int8" and own and int(np.prod(shape)) >= rules.INT8_MIN_SIZE:
+        if given8:
+            codes = [np.array(st[n], copy=True, order="K") for n in own]
+            absmax = [np.array(st[f"{n}_absmax"], copy=True) for n in own]
+        else:
+            codes, absmax = [], []
+            for i, n in enumerate(own):
+                buf = _loaded_buffer(key, n, floats[n], floats[own[0]], None)
+                if buf.dtype != np.float32:
+                    raise ValueError(f"state {n!r} of parameter {key!r} is {buf.dtype}, "
+                                     f"and state_dtype='int8' keeps the state of float32 "
+                                     f"parameters")
+                c, a = formats.quantized(buf, maps[i])
+                codes.append(c)
+                absmax.append(a)
+        record += [*codes, *absmax]
+    else:
+        fmt = None if state_dtype == "int8" else state_dtype
+        record += [_loaded_buffer(key, n, floats[n], floats[own[0]], fmt) for n in own]
+    if "ema" in names:
+        record.append(_loaded_buffer(key, "ema", st["ema"], st["ema"], None))
+    return record
 
 
 def _loaded_buffer(key, name, buf, first, state_dtype):

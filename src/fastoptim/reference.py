@@ -33,7 +33,8 @@ __all__ = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "ada
            "lion", "adamax", "nadam", "radam", "schedulefree_adamw", "adam_amsgrad",
            "adamw_amsgrad", "rmsprop_centered", "rmsprop_momentum",
            "rmsprop_centered_momentum", "lamb", "ema", "sum_of_squares", "trust_ratio",
-           "to_bfloat16", "with_bfloat16_state"]
+           "to_bfloat16", "with_bfloat16_state", "dynamic_map", "map_midpoints", "map_boundaries",
+           "quantize_blockwise", "dequantize_blockwise", "with_int8_state"]
 
 
 def _scalars(param, *values):
@@ -414,3 +415,103 @@ def with_bfloat16_state(kernel, param, grad, *states, **scalars):
     kernel(param, grad, *wide, **scalars)
     for s, w in zip(states, wide):
         to_bfloat16(w, s)
+
+
+# 8-bit block-wise state (state_dtype="int8"): the dynamic maps of the 8-bit optimizers
+# paper (Dettmers et al. 2021) and the block-wise quantiser
+
+INT8_BLOCK = 256  # fastoptim.rules.INT8_BLOCK
+_MAPS = {}
+
+
+def dynamic_map(signed):
+    """The 256 values (float32, sorted) an 8-bit code stands for, times its block's
+    absmax: the dynamic map of Dettmers et al. ("8-bit Optimizers via Block-wise
+    Quantization", 2021; bitsandbytes' ``create_dynamic_map`` with 7 exponent bits).
+    For each decade ``10**(i-6)``, i = 0..6, the midpoints of ``2**i`` equal parts of
+    [0.1, 1] (signed: each with both signs; unsigned: ``2**(i+1)`` parts, no negatives),
+    then 0 and 1. Computed in float64 (linspace, midpoints, the power of ten), each value
+    rounded once to float32."""
+    key = bool(signed)
+    if key not in _MAPS:
+        vals = [0.0, 1.0]
+        for i in range(7):
+            parts = 2 ** i if signed else 2 ** (i + 1)
+            edges = np.linspace(0.1, 1.0, parts + 1)
+            means = (edges[:-1] + edges[1:]) / 2 * 10.0 ** (i - 6)
+            vals += list(means) + (list(-means) if signed else [])
+        qmap = np.array(sorted(vals), dtype=np.float32)
+        mid = ((qmap[:-1].astype(np.float64) + qmap[1:]) / 2).astype(np.float32)
+        qmap.flags.writeable = False
+        mid.flags.writeable = False
+        _MAPS[key] = (qmap, mid)
+    return _MAPS[key][0]
+
+
+def map_midpoints(signed):
+    """The 255 midpoints (float32) between neighbouring values of :func:`dynamic_map`."""
+    dynamic_map(signed)
+    return _MAPS[bool(signed)][1]
+
+
+def map_boundaries(signed):
+    """The 255 boundaries between codes: the code of y is the number of boundaries
+    below y. The midpoints between neighbouring map values, so y gets the nearest value
+    (a y exactly at a midpoint takes the lower code) -- but in the unsigned map (second
+    moments) the first boundary is 0: a positive y never gets the code of 0, only the
+    smallest positive value (3.25e-7) or more. A second moment quantised to 0 beside a
+    first moment that is not makes the next step m/(sqrt(v) + eps) blow up."""
+    if signed:
+        return map_midpoints(True)
+    out = map_midpoints(False).copy()
+    out[0] = 0.0
+    out.flags.writeable = False
+    return out
+
+
+def _blocks(n):
+    return (n + INT8_BLOCK - 1) // INT8_BLOCK
+
+
+def quantize_blockwise(x, codes, absmax, *, signed):
+    """Quantise the flat float32 ``x`` into ``codes`` (uint8, x's size) and ``absmax``
+    (float32, one per block of INT8_BLOCK elements, the last block possibly shorter):
+    a block's absmax is its largest ``|x|`` (as an integer maximum of the bits with the
+    sign cleared: a NaN is larger than any number, so a block holding one has a NaN
+    absmax); then ``y = x/absmax`` (0 where the absmax is 0) and the code of ``y``: the
+    number of :func:`map_boundaries` below it, 255 for a NaN ``y``."""
+    n = x.size
+    mags = x.view(np.uint32) & np.uint32(0x7FFFFFFF)
+    starts = np.arange(0, n, INT8_BLOCK)
+    if n:
+        absmax[...] = np.maximum.reduceat(mags, starts).view(np.float32)
+    else:
+        return
+    scale = np.repeat(absmax, INT8_BLOCK)[:n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.where(scale == 0, np.float32(0.0), x / np.where(scale == 0, np.float32(1.0),
+                                                                 scale))
+    c = np.searchsorted(map_boundaries(signed), y, side="left")
+    c[np.isnan(y)] = 255
+    codes[...] = c.astype(np.uint8)
+
+
+def dequantize_blockwise(codes, absmax, out, *, signed):
+    """``out = dynamic_map(signed)[codes] * absmax`` of each element's block (float32)."""
+    n = codes.size
+    if n:
+        out[...] = dynamic_map(signed)[codes] * np.repeat(absmax, INT8_BLOCK)[:n]
+
+
+def with_int8_state(kernel, param, grad, *states, signs, **scalars):
+    """One step of ``kernel`` (a rule of this module) with 8-bit state: ``states`` are
+    (codes, absmax) pairs (flat), ``signs`` their maps ("signed"/"unsigned"); each
+    dequantised to float32, the rule on them, each quantised back."""
+    wide = []
+    for (codes, absmax), sign in zip(states, signs):
+        w = np.empty(codes.size, np.float32)
+        dequantize_blockwise(codes, absmax, w, signed=sign == "signed")
+        wide.append(w)
+    kernel(param, grad, *wide, **scalars)
+    for (codes, absmax), sign, w in zip(states, signs, wide):
+        quantize_blockwise(w, codes, absmax, signed=sign == "signed")

@@ -23,7 +23,8 @@ import math
 import numbers
 
 __all__ = ["Hyper", "Rule", "RULES", "VARIANTS", "KERNEL_ROWS", "BY_NAME", "BY_CLASS",
-           "BY_KERNEL", "EMA_FLAG", "BF16_FLAG", "STATE_DTYPES", "get", "schedulefree_step"]
+           "BY_KERNEL", "EMA_FLAG", "BF16_FLAG", "INT8_FLAG", "STATE_DTYPES", "INT8_BLOCK",
+           "INT8_MIN_SIZE", "INT8_RULES", "INT8_MAPS", "get", "schedulefree_step"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -66,8 +67,22 @@ def check_unit_closed(name, value):
 
 #: The state formats of ``state_dtype`` (see docs/state.rst): None keeps the state in
 #: the parameter's dtype; "bfloat16" keeps the rule's state buffers in bfloat16
-#: (float32 parameters), widened exactly for each step and rounded to nearest even.
-STATE_DTYPES = (None, "bfloat16")
+#: (float32 parameters), widened exactly for each step and rounded to nearest even;
+#: "int8" keeps them 8-bit block-wise (the 8-bit optimizers' dynamic maps, blocks of
+#: INT8_BLOCK elements with a float32 absmax each; arrays under INT8_MIN_SIZE elements
+#: keep float32 state), for the rules of INT8_RULES.
+STATE_DTYPES = (None, "bfloat16", "int8")
+#: Elements per block of 8-bit state (one float32 absmax per block; bitsandbytes' 256).
+INT8_BLOCK = 256
+#: Arrays with fewer elements keep float32 state in an int8 optimizer (bitsandbytes'
+#: ``min_8bit_size``): the absmax and the noise cost more than they save there.
+INT8_MIN_SIZE = 4096
+#: The rules (and their variants) with 8-bit state, and each state buffer's map: signed
+#: for first moments and velocities, unsigned for second moments and sums of squares.
+INT8_RULES = ("momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lion")
+INT8_MAPS = {"velocity": "signed", "exp_avg": "signed", "exp_avg_sq": "unsigned",
+             "max_exp_avg_sq": "unsigned", "square_avg": "unsigned", "grad_avg": "signed",
+             "momentum_buffer": "signed", "sum_sq": "unsigned"}
 
 
 def check_state_dtype(name, value):
@@ -76,8 +91,8 @@ def check_state_dtype(name, value):
     if value is None or value in STATE_DTYPES:
         return value
     named = getattr(value, "name", None) or getattr(value, "__name__", None)
-    if named == "bfloat16":
-        return "bfloat16"
+    if named in ("bfloat16", "int8"):
+        return named
     if value in ("float32", "float64") or named in ("float32", "float64"):
         raise ValueError(f"Invalid {name}: {value!r} (float state is kept in the "
                          f"parameter's dtype: leave {name}=None; the other formats are "
@@ -161,7 +176,7 @@ _RANGE_TEXT = {check_nonneg: ">= 0", check_unit_open: "0 <= {name} < 1",
                check_betas: "each 0 <= beta < 1", check_bool: "True or False",
                check_sf_betas: "0 < beta1 < 1 and 0 <= beta2 < 1",
                check_count: "an int >= 0",
-               check_state_dtype: "None or 'bfloat16'"}
+               check_state_dtype: "None, 'bfloat16' or 'int8'"}
 
 
 class Hyper(_Row):
@@ -216,12 +231,19 @@ STATE_DTYPE = Hyper(
     "The format of the rule's state buffers: None keeps them in the parameter's dtype; "
     "``'bfloat16'`` (float32 parameters) keeps them in bfloat16, half the bytes: each "
     "step widens them to float32 (exact), runs the rule in float32 and rounds the new "
-    "state to nearest even, block by block in the same pass (see docs/state.rst). The "
-    "moving average of ``ema`` stays in the parameter's dtype.", type="str or None",
+    "state to nearest even, in the same pass; ``'int8'`` (Adam, AdamW, Momentum, "
+    "Nesterov, RMSprop, AdaGrad, Lion; float32 parameters) keeps them 8-bit block-wise, "
+    "a quarter of the bytes: blocks of 256 with a float32 absmax each, the dynamic maps "
+    "of the 8-bit optimizers paper, dequantised and requantised in the same pass; "
+    "arrays under 4096 elements keep float32 state (see docs/state.rst). The moving "
+    "average of ``ema`` stays in the parameter's dtype.", type="str or None",
     option=True, structural=True)
 #: The bit of a kernel id that says "the rule's state buffers are bfloat16"
 #: (state_dtype="bfloat16"; kernels/_body.pxi checks its own copy of this value).
 BF16_FLAG = 2048
+#: The bit of a kernel id that says "the rule's state buffers are 8-bit block-wise"
+#: (state_dtype="int8", arrays of INT8_MIN_SIZE elements or more).
+INT8_FLAG = 4096
 _BETAS = Hyper("betas", (0.9, 0.999), check_betas,
                "Decay rates ``(b1, b2)`` of the two moments.", type="(float, float)")
 _AMSGRAD = Hyper("amsgrad", False, check_bool,
@@ -668,6 +690,16 @@ class Rule(_Row):
         """Validate hyper-parameters of this rule by name; return them as stored."""
         by_name = {h.name: h for h in self.hyper}
         return {n: by_name[n].check(n, v) for n, v in hyper.items()}
+
+    @property
+    def int8_maps(self):
+        """Per own state buffer (not ``ema``) its 8-bit map, "signed" or "unsigned",
+        for a row with 8-bit state (:data:`INT8_RULES` and their variants); else None."""
+        own = self.ema_of if self.ema_of is not None else self
+        base = own.variant_of[0] if own.variant_of else own.name
+        if base not in INT8_RULES:
+            return None
+        return tuple(INT8_MAPS[n] for n in own.state)
 
     def state_bytes(self, itemsize, state_itemsize=None):
         """Bytes of memory one ``update`` moves per element: the parameter read and

@@ -61,7 +61,8 @@ HYPER = {
     "maximize": st.booleans(),
     "amsgrad": st.booleans(),
     "centered": st.booleans(),
-    # bfloat16 state (float32 parameters; both backends refuse float64 ones alike)
+    # bfloat16 state (float32 parameters; both backends refuse float64 ones alike); 8-bit
+    # state for the rules that have it (hyper_for)
     "state_dtype": st.sampled_from([None, "bfloat16"]),
     "ema": st.one_of(st.sampled_from([0.0, 0.9, 0.999]), st.floats(0.0, 1.0, exclude_max=True)),
     "lr_decay": st.one_of(st.sampled_from([0.0, 0.01, 1.0]), st.floats(0.0, 10.0)),
@@ -80,7 +81,10 @@ HYPER_OF_RULE = {
 
 
 def hyper_for(cls):
-    return st.fixed_dictionaries({n: HYPER_OF_RULE.get((cls._rule, n), HYPER[n])
+    own = dict(HYPER)
+    if cls.rule.int8_maps is not None:  # arrays of 4096 elements or more: 8-bit
+        own["state_dtype"] = st.sampled_from([None, "bfloat16", "int8"])
+    return st.fixed_dictionaries({n: HYPER_OF_RULE.get((cls._rule, n), own[n])
                                   for n in cls._hyper_names})
 
 
@@ -173,7 +177,7 @@ def assert_bits(a, b, what, layout=True):
         assert a.flags.f_contiguous == b.flags.f_contiguous, what
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     assert np.array_equal(nan_a, nan_b), f"{what}: NaN positions differ"
-    ints = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]  # bfloat16: 2
+    ints = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
     ua, ub = a.view(ints)[~nan_a], b.view(ints)[~nan_b]
     if not np.array_equal(ua, ub):
         i = np.flatnonzero(ua != ub)[0]

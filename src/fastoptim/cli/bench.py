@@ -92,7 +92,9 @@ def main(argv=None):
                          f"{', '.join(VARIANTS)}; and any of these but "
                          f"schedulefree_adamw with +ema (the moving average): adam+ema; "
                          f"then any but lamb with +bf16 (bfloat16 state, the float32 "
-                         f"rows only): adam+bf16, adam+ema+bf16")
+                         f"rows only): adam+bf16, adam+ema+bf16; and adam, adamw, "
+                         f"momentum, nesterov, rmsprop, adagrad, lion (and their "
+                         f"variants) with +int8 (8-bit state)")
     ap.add_argument("--sizes", default="1e5,1e6,1e7",
                     help="comma-separated element counts (default: 1e5,1e6,1e7)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -148,7 +150,7 @@ def main(argv=None):
     if bad:
         ap.error(f"unknown rule(s) {bad}; choose from {RULES + VARIANTS}, each but "
                  f"schedulefree_adamw also with +ema, then each but lamb also with +bf16 "
-                 f"(bfloat16 state)")
+                 f"(bfloat16 state), the rules of the 8-bit optimizers with +int8")
     try:
         sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:

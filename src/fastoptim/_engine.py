@@ -23,8 +23,10 @@ the optimizer classes hold but do not look inside: a record is a list ``[step, b
 ...]``, the step a 0-d int64 array (the number of steps taken; incremented in place),
 then the rule's state buffers (``rules.Rule.state``), each of the parameter's shape,
 dtype and memory order -- or, with a state format (``fastoptim.formats``: the kernel id's
-``rules.BF16_FLAG``), the rule's buffers in that format (the moving average of ``ema``
-stays in the parameter's dtype).
+``rules.BF16_FLAG`` or ``rules.INT8_FLAG``), the rule's buffers in that format: bfloat16
+buffers, or for 8-bit state the codes (uint8) of the rule's buffers, then one absmax
+array per buffer (float32, one per block), then the moving average of ``ema``, which
+stays in the parameter's dtype in every format.
 
 Who owns the state decides one thing, and only one: an optimizer's records are its own,
 so a record whose memory order no longer fits its parameter is re-laid out (a copy); a

@@ -174,7 +174,10 @@ class Optimizer:
     def state(self):
         """Per parameter key: ``{"step": int, <state name>: array, ...}`` (and
         ``"group"``, its group's index, with ``groups``). The arrays are the live state
-        buffers; the dicts are made for each access."""
+        buffers; the dicts are made for each access. With ``state_dtype="int8"`` an
+        8-bit parameter's buffers are its codes (uint8) and ``<state name>_absmax``
+        arrays (float32, one per block of 256; ``fastoptim.formats.dequantized`` gives
+        the values)."""
         grouped = self._groups is not None
         out = {}
         for key, rec in self._slots.items():

@@ -11,7 +11,8 @@ mini-batches of 64: per batch forward + backward, NumPy matrix products, then on
   (``a *= d; a += (1-d)*p`` per array: two more passes and a temporary);
 * ``plain adam+ema``: ``fastoptim.demo.plain.Adam(ema=0.999)``, all in NumPy;
 * ``lamb``: ``fo.LAMB()``;  ``plain lamb``: ``fastoptim.demo.plain.LAMB()``;
-* ``adam bf16 state``: ``fo.Adam(state_dtype="bfloat16")``.
+* ``adam bf16 state``: ``fo.Adam(state_dtype="bfloat16")``;  ``adam int8 state``:
+  ``fo.Adam(state_dtype="int8")``.
 
     pytest bench/test_bench_options.py --benchmark-only   # pytest-benchmark, one by one
     pytest bench --benchmark-disable                      # smoke: one epoch of 256 rows
@@ -67,6 +68,7 @@ CONFIGS = {
     "lamb": lambda: fo.LAMB(),
     "plain lamb": lambda: plain.LAMB(),
     "adam bf16 state": lambda: fo.Adam(state_dtype="bfloat16"),
+    "adam int8 state": lambda: fo.Adam(state_dtype="int8"),
 }
 
 

@@ -456,10 +456,12 @@ if tuple(_kernels.RULE_NAMES) != tuple(r.name for r in rules.KERNEL_ROWS):
         f"{_kernels.RULE_NAMES}, fastoptim.rules: {tuple(r.name for r in rules.KERNEL_ROWS)}): "
         f"a stale build; rebuild the package (pip install . again)")
 
-if (_kernels.EMA_FLAG, _kernels.BF16_FLAG, _kernels.SUM_CHUNK, _kernels.SUM_LANES) != (
-        rules.EMA_FLAG, rules.BF16_FLAG, reference.SUM_CHUNK, reference.SUM_LANES):
+if (_kernels.EMA_FLAG, _kernels.BF16_FLAG, _kernels.INT8_FLAG, _kernels.INT8_BLOCK,
+        _kernels.SUM_CHUNK, _kernels.SUM_LANES) != (
+        rules.EMA_FLAG, rules.BF16_FLAG, rules.INT8_FLAG, rules.INT8_BLOCK,
+        reference.SUM_CHUNK, reference.SUM_LANES) or reference.INT8_BLOCK != rules.INT8_BLOCK:
     raise ImportError("fastoptim's compiled kernels were built with another EMA_FLAG, "
-                      "BF16_FLAG or sum order than fastoptim.rules and "
+                      "BF16_FLAG, INT8_FLAG, 8-bit block or sum order than fastoptim.rules and "
                       "fastoptim.reference: a stale build; rebuild the package (pip "
                       "install . again)")
 
